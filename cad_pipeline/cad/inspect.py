@@ -1,0 +1,57 @@
+"""One call from a DeepCAD file to the facts a user checks first: valid or why not, counts, volume, area, bbox."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cad_pipeline.cad.build import build_solid
+from cad_pipeline.cad.deepcad_json import read_bytes
+from cad_pipeline.cad.errors import ModelError
+from cad_pipeline.cad.measure import measure
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    id: str
+    valid: bool
+    reason: str | None
+    reason_code: str | None
+    n_extrudes: int
+    n_curves: int
+    volume: float | None
+    area: float | None
+    bbox_min: tuple[float, float, float] | None
+    bbox_max: tuple[float, float, float] | None
+
+    def to_json(self) -> dict:
+        """The `inspect --json` object (the reason code stays internal, for counting)."""
+        record = asdict(self)
+        del record["reason_code"]
+        return record
+
+
+def inspect_bytes(raw: bytes | str, model_id: str) -> ModelReport:
+    """Read, build and measure; bad input gives a report with valid=False, never an exception."""
+    n_extrudes = n_curves = 0
+    try:
+        sequence = read_bytes(raw, model_id)
+        n_extrudes, n_curves = len(sequence.extrudes), sequence.n_curves
+        measured = measure(build_solid(sequence))
+        if not measured.volume > 0.0:
+            raise ModelError("no_solid", f"{model_id}: the built solid has no volume ({measured.volume:.3g} m^3)")
+    except ModelError as error:
+        return ModelReport(model_id, False, error.message, error.code, n_extrudes, n_curves, None, None, None, None)
+    return ModelReport(
+        model_id, True, None, None, n_extrudes, n_curves, measured.volume, measured.area, measured.bbox_min, measured.bbox_max
+    )
+
+
+def inspect_file(path: str | Path) -> ModelReport:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        reason = f"cannot read {path}: {error.strerror or error}"
+        return ModelReport(path.stem, False, reason, "unreadable_file", 0, 0, None, None, None, None)
+    return inspect_bytes(raw, path.stem)

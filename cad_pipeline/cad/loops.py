@@ -1,0 +1,325 @@
+"""Planar loop geometry: chaining curves into closed loops, orienting them, and proving a profile is a clean region.
+
+DeepCAD stores a loop's curves with arbitrary start/end order and loops in arbitrary order, so
+order is derived here: each loop is chained end to start, made counter-clockwise, and rotated to
+start at its left-most (then lowest) vertex; loops are sorted by their bounding-box minimum
+(x, then y), which puts the outer loop first, and holes are turned clockwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+from cad_pipeline.cad.errors import ModelError
+from cad_pipeline.cad.sequence import Arc, Circle, Curve, Line, Loop, Point2, Profile
+
+ORDER_QUANTUM = 1e-9
+"""Metres to which vertex coordinates are rounded when ordering (the nanometre, as OpenECAD's mm x 1e-6)."""
+
+
+def profile_tolerance(curves: list[Curve]) -> float:
+    """Connection tolerance for a profile: a millionth of its size, at least a nanometre."""
+    boxes = [curve.bbox() for curve in curves]
+    span = max(
+        max(box[1][0] for box in boxes) - min(box[0][0] for box in boxes),
+        max(box[1][1] for box in boxes) - min(box[0][1] for box in boxes),
+    )
+    return max(1e-9, 1e-6 * span)
+
+
+def assemble_profile(raw_loops: list[list[Curve]], where: str) -> Profile:
+    """Turn loops of unordered curves into a checked profile: outer loop CCW first, holes CW after."""
+    tolerance = profile_tolerance([curve for loop in raw_loops for curve in loop])
+    loops = [_ccw_loop(curves, f"{where} loop {index}", tolerance) for index, curves in enumerate(raw_loops)]
+    loops.sort(key=lambda loop: tuple(_quantize(v) for v in loop.bbox()[0]))
+    _reject_crossings(loops, where, tolerance)
+    outer, holes = loops[0], loops[1:]
+    for index, hole in enumerate(holes, start=1):
+        probe = _curve_start(hole.curves[0])
+        if not _contains(outer, probe):
+            raise ModelError(
+                "loops_not_nested",
+                f"{where}: loop {index} lies outside the outer loop; a profile must be one region "
+                "(an outer loop and the holes inside it)",
+            )
+        for other_index, other in enumerate(holes, start=1):
+            if other is not hole and _contains(other, probe):
+                raise ModelError(
+                    "loops_not_nested",
+                    f"{where}: loop {index} lies inside hole {other_index}; a profile must be one region "
+                    "without islands",
+                )
+    return Profile((outer, *(_reverse(hole) for hole in holes)))
+
+
+def signed_area(loop: Loop) -> float:
+    """Exact signed area enclosed by a closed loop of lines and arcs (positive when CCW)."""
+    area = 0.0
+    for curve in loop.curves:
+        if isinstance(curve, Circle):
+            area += math.pi * curve.radius**2
+            continue
+        (x0, y0), (x1, y1) = curve.start, curve.end
+        area += 0.5 * (x0 * y1 - x1 * y0)
+        if isinstance(curve, Arc):
+            segment = 0.5 * curve.radius**2 * (_sweep(curve) - math.sin(_sweep(curve)))
+            area += segment if curve.is_ccw else -segment
+    return area
+
+
+def _ccw_loop(curves: list[Curve], where: str, tolerance: float) -> Loop:
+    if not curves:
+        raise ModelError("empty_loop", f"{where} has no curves")
+    circles = [curve for curve in curves if isinstance(curve, Circle)]
+    if circles:
+        if len(curves) > 1:
+            raise ModelError(
+                "open_loop", f"{where} mixes a full circle with {len(curves) - 1} other curves; a circle is a loop of its own"
+            )
+        return Loop((circles[0],))
+    loop = Loop(_chain(curves, where, tolerance))
+    area = signed_area(loop)
+    if abs(area) <= tolerance * _perimeter(loop):
+        raise ModelError("degenerate_loop", f"{where} encloses no area (its curves fold back on themselves)")
+    if area < 0.0:
+        loop = _reverse(loop)
+    starts = [tuple(_quantize(v) for v in curve.start) for curve in loop.curves]
+    first = starts.index(min(starts))
+    return Loop(loop.curves[first:] + loop.curves[:first])
+
+
+def _chain(curves: list[Curve], where: str, tolerance: float) -> tuple[Curve, ...]:
+    """Order and orient curves so that each ends where the next starts, snapping the joints exactly."""
+    remaining = list(curves[1:])
+    chain = [curves[0]]
+    while remaining:
+        end = chain[-1].end
+        for index, candidate in enumerate(remaining):
+            if _close(candidate.start, end, tolerance):
+                chain.append(remaining.pop(index))
+                break
+            if _close(candidate.end, end, tolerance):
+                chain.append(remaining.pop(index).reversed())
+                break
+        else:
+            gap = min(min(_distance(c.start, end), _distance(c.end, end)) for c in remaining)
+            raise ModelError(
+                "open_loop",
+                f"{where} is open: nothing continues from point ({end[0]:.6g}, {end[1]:.6g}) m "
+                f"(nearest free curve end is {gap:.3g} m away, tolerance {tolerance:.3g} m)",
+            )
+    gap = _distance(chain[-1].end, chain[0].start)
+    if gap > tolerance:
+        raise ModelError("open_loop", f"{where} is open: its last curve ends {gap:.3g} m from where the first begins")
+    return tuple(_with_end(curve, chain[(index + 1) % len(chain)].start) for index, curve in enumerate(chain))
+
+
+def _reject_crossings(loops: list[Loop], where: str, tolerance: float) -> None:
+    """Raise if any two curves of the profile cross or touch anywhere but their shared joints."""
+    curves = [(loop_index, curve_index, curve) for loop_index, loop in enumerate(loops) for curve_index, curve in enumerate(loop.curves)]
+    boxes = [_grown_box(curve.bbox(), tolerance) for _, _, curve in curves]
+    near_joint = 10.0 * tolerance
+    for i in range(len(curves)):
+        loop_a, index_a, a = curves[i]
+        box_a = boxes[i]
+        for j in range(i + 1, len(curves)):
+            box_b = boxes[j]
+            if box_a[1][0] < box_b[0][0] or box_b[1][0] < box_a[0][0] or box_a[1][1] < box_b[0][1] or box_b[1][1] < box_a[0][1]:
+                continue
+            loop_b, index_b, b = curves[j]
+            joints = []
+            if loop_a == loop_b:
+                size = len(loops[loop_a].curves)
+                if (index_a + 1) % size == index_b:
+                    joints.append(a.end)
+                if (index_b + 1) % size == index_a:
+                    joints.append(b.end)
+            for point in _intersections(a, b, tolerance):
+                if all(_distance(point, joint) > near_joint for joint in joints):
+                    what = "crosses itself" if loop_a == loop_b else f"loop {loop_a} touches or crosses loop {loop_b}"
+                    raise ModelError(
+                        "self_intersecting_loop",
+                        f"{where}: {what} at ({point[0]:.6g}, {point[1]:.6g}) m (curves {index_a} and {index_b})",
+                    )
+
+
+def _intersections(a: Curve, b: Curve, tolerance: float) -> list[Point2]:
+    if isinstance(a, Line) and isinstance(b, Line):
+        return _line_line(a, b, tolerance)
+    if isinstance(a, Line):
+        return _line_circular(a, b, tolerance)
+    if isinstance(b, Line):
+        return _line_circular(b, a, tolerance)
+    return _circular_circular(a, b, tolerance)
+
+
+def _line_line(a: Line, b: Line, tolerance: float) -> list[Point2]:
+    (ax, ay), (bx, by) = a.start, b.start
+    dax, day = a.end[0] - ax, a.end[1] - ay
+    dbx, dby = b.end[0] - bx, b.end[1] - by
+    denominator = dax * dby - day * dbx
+    len_a, len_b = math.hypot(dax, day), math.hypot(dbx, dby)
+    if abs(denominator) <= 1e-12 * len_a * len_b:
+        if _distance_to_line(b.start, a) > tolerance:
+            return []
+        # Collinear: report any overlap longer than the tolerance.
+        ux, uy = dax / len_a, day / len_a
+        t0 = (b.start[0] - ax) * ux + (b.start[1] - ay) * uy
+        t1 = (b.end[0] - ax) * ux + (b.end[1] - ay) * uy
+        low, high = max(0.0, min(t0, t1)), min(len_a, max(t0, t1))
+        if high - low > tolerance:
+            middle = 0.5 * (low + high)
+            return [(ax + ux * middle, ay + uy * middle)]
+        return [p for p in (a.start, a.end) if _distance_to_segment(p, b) <= tolerance]
+    s = ((bx - ax) * dby - (by - ay) * dbx) / denominator
+    t = ((bx - ax) * day - (by - ay) * dax) / denominator
+    slack_a, slack_b = tolerance / len_a, tolerance / len_b
+    if -slack_a <= s <= 1.0 + slack_a and -slack_b <= t <= 1.0 + slack_b:
+        return [(ax + s * dax, ay + s * day)]
+    return []
+
+
+def _line_circular(line: Line, circular: Arc | Circle, tolerance: float) -> list[Point2]:
+    (x0, y0), (x1, y1) = line.start, line.end
+    (cx, cy), r = circular.center, circular.radius
+    dx, dy = x1 - x0, y1 - y0
+    length = math.hypot(dx, dy)
+    ux, uy = dx / length, dy / length
+    along = (cx - x0) * ux + (cy - y0) * uy
+    off = abs((cx - x0) * uy - (cy - y0) * ux)
+    if off > r + tolerance:
+        return []
+    half = math.sqrt(max(0.0, r * r - off * off))
+    hits = []
+    for t in {along - half, along + half}:
+        if -tolerance <= t <= length + tolerance:
+            point = (x0 + ux * t, y0 + uy * t)
+            if _on_circular(circular, point, tolerance):
+                hits.append(point)
+    return hits
+
+
+def _circular_circular(a: Arc | Circle, b: Arc | Circle, tolerance: float) -> list[Point2]:
+    (ax, ay), (bx, by) = a.center, b.center
+    distance = math.hypot(bx - ax, by - ay)
+    if distance <= tolerance and abs(a.radius - b.radius) <= tolerance:
+        # Same circle: they overlap unless they are two arcs that only share end points.
+        probes = [b.mid] if isinstance(b, Arc) else [(bx + b.radius, by)]
+        probes += [a.mid] if isinstance(a, Arc) else [(ax + a.radius, ay)]
+        return [p for p in probes if _on_circular(a, p, tolerance) and _on_circular(b, p, tolerance)]
+    if distance > a.radius + b.radius + tolerance or distance < abs(a.radius - b.radius) - tolerance or distance == 0.0:
+        return []
+    along = (a.radius**2 - b.radius**2 + distance**2) / (2.0 * distance)
+    half = math.sqrt(max(0.0, a.radius**2 - along**2))
+    ux, uy = (bx - ax) / distance, (by - ay) / distance
+    base = (ax + ux * along, ay + uy * along)
+    points = {(base[0] - uy * half, base[1] + ux * half), (base[0] + uy * half, base[1] - ux * half)}
+    return [p for p in points if _on_circular(a, p, tolerance) and _on_circular(b, p, tolerance)]
+
+
+def _on_circular(curve: Arc | Circle, point: Point2, tolerance: float) -> bool:
+    """Whether a point on the curve's circle lies within the arc's extent (with tolerance at its ends)."""
+    if isinstance(curve, Circle):
+        return True
+    if _distance(point, curve.start) <= tolerance or _distance(point, curve.end) <= tolerance:
+        return True
+    cx, cy = curve.center
+    start, end = curve.start, curve.end
+    if not curve.is_ccw:
+        start, end = end, start
+    a0 = math.atan2(start[1] - cy, start[0] - cx)
+    sweep = (math.atan2(end[1] - cy, end[0] - cx) - a0) % (2.0 * math.pi)
+    return (math.atan2(point[1] - cy, point[0] - cx) - a0) % (2.0 * math.pi) <= sweep
+
+
+def _contains(loop: Loop, point: Point2) -> bool:
+    """Even-odd test against the loop, with arcs flattened finely enough for points away from the boundary."""
+    polygon = _polyline(loop)
+    px, py = point
+    inside = False
+    for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1]):
+        if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
+            inside = not inside
+    return inside
+
+
+def _polyline(loop: Loop) -> list[Point2]:
+    points: list[Point2] = []
+    for curve in loop.curves:
+        if isinstance(curve, Line):
+            points.append(curve.start)
+            continue
+        cx, cy = curve.center
+        if isinstance(curve, Circle):
+            a0, sweep = 0.0, 2.0 * math.pi
+        else:
+            a0 = math.atan2(curve.start[1] - cy, curve.start[0] - cx)
+            sweep = _sweep(curve) if curve.is_ccw else -_sweep(curve)
+        steps = max(4, int(abs(sweep) / (2.0 * math.pi) * 256))
+        points.extend(
+            (cx + curve.radius * math.cos(a0 + sweep * k / steps), cy + curve.radius * math.sin(a0 + sweep * k / steps))
+            for k in range(steps)
+        )
+    return points
+
+
+def _sweep(arc: Arc) -> float:
+    """Unsigned angle the arc turns through."""
+    cx, cy = arc.center
+    a0 = math.atan2(arc.start[1] - cy, arc.start[0] - cx)
+    a1 = math.atan2(arc.end[1] - cy, arc.end[0] - cx)
+    turn = (a1 - a0) % (2.0 * math.pi)
+    return turn if arc.is_ccw else 2.0 * math.pi - turn
+
+
+def _reverse(loop: Loop) -> Loop:
+    return Loop(tuple(curve.reversed() for curve in reversed(loop.curves)))
+
+
+def _with_end(curve: Curve, end: Point2) -> Curve:
+    if isinstance(curve, Line):
+        return Line(curve.start, end)
+    return Arc(curve.start, curve.mid, end, curve.center, curve.radius)
+
+
+def _curve_start(curve: Curve) -> Point2:
+    if isinstance(curve, Circle):
+        return (curve.center[0] - curve.radius, curve.center[1])
+    return curve.start
+
+
+def _perimeter(loop: Loop) -> float:
+    total = 0.0
+    for curve in loop.curves:
+        total += curve.radius * _sweep(curve) if isinstance(curve, Arc) else _distance(curve.start, curve.end)
+    return total
+
+
+def _grown_box(box: tuple[Point2, Point2], margin: float) -> tuple[Point2, Point2]:
+    (x0, y0), (x1, y1) = box
+    return (x0 - margin, y0 - margin), (x1 + margin, y1 + margin)
+
+
+def _distance_to_line(point: Point2, line: Line) -> float:
+    (x0, y0), (x1, y1) = line.start, line.end
+    length = math.hypot(x1 - x0, y1 - y0)
+    return abs((point[0] - x0) * (y1 - y0) - (point[1] - y0) * (x1 - x0)) / length
+
+
+def _distance_to_segment(point: Point2, line: Line) -> float:
+    (x0, y0), (x1, y1) = line.start, line.end
+    dx, dy = x1 - x0, y1 - y0
+    t = max(0.0, min(1.0, ((point[0] - x0) * dx + (point[1] - y0) * dy) / (dx * dx + dy * dy)))
+    return math.hypot(point[0] - (x0 + t * dx), point[1] - (y0 + t * dy))
+
+
+def _distance(a: Point2, b: Point2) -> float:
+    return math.hypot(a[0] - b[0], a[1] - b[1])
+
+
+def _close(a: Point2, b: Point2, tolerance: float) -> bool:
+    return abs(a[0] - b[0]) <= tolerance and abs(a[1] - b[1]) <= tolerance
+
+
+def _quantize(value: float) -> int:
+    return round(value / ORDER_QUANTUM)

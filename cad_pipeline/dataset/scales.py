@@ -1,0 +1,42 @@
+"""Dataset scales: partition names such as `1k`, `10k`, `50k` or `full`, and what they mean."""
+
+from __future__ import annotations
+
+import os
+import re
+
+DEFAULT_SCALES = ("1k", "10k", "100k", "full")
+SCALES_ENV = "CAD_PIPELINE_SCALES"
+_SCALE = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
+
+
+def configured_scales() -> list[str]:
+    """Scales from $CAD_PIPELINE_SCALES (comma-separated), smallest first, or the defaults."""
+    raw = os.environ.get(SCALES_ENV, "")
+    names = [name.strip() for name in raw.split(",") if name.strip()] or list(DEFAULT_SCALES)
+    for name in names:
+        scale_size(name)
+    return sorted(dict.fromkeys(names), key=_order)
+
+
+def scale_size(name: str) -> int | None:
+    """Number of train models a scale asks for; None for `full` (every buildable train model)."""
+    if name == "full":
+        return None
+    match = _SCALE.match(name)
+    if not match:
+        raise ValueError(f"scale {name!r} is not a count like 1k, 10k, 2.5k, 1m, 500 or 'full'")
+    value = float(match.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2)]
+    if value < 1 or value != int(value):
+        raise ValueError(f"scale {name!r} must name a whole, positive number of models")
+    return int(value)
+
+
+def validation_size(n_train: int, available: int) -> int:
+    """Validation models for a scale: a tenth of its train models, or all there are."""
+    return min(n_train // 10, available)
+
+
+def _order(name: str) -> float:
+    size = scale_size(name)
+    return float("inf") if size is None else size

@@ -1,0 +1,149 @@
+"""Nested, deterministic subsets: the first N buildable train models of one fixed seeded order of the split.
+
+Because the order is fixed and validity is a property of the file, every scale is a prefix of
+the next larger one (the 1k models are the first 1k of the 10k). Unbuildable models are skipped
+and listed in the manifest with their reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from cad_pipeline.cad.inspect import inspect_bytes, inspect_file
+from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus
+from cad_pipeline.files import atomic_write_parquet
+
+MANIFEST_COLUMNS = [
+    "id", "split", "order", "selected", "valid", "reason_code", "reason", "n_extrudes", "n_curves", "volume", "area",
+    "bbox_min_x", "bbox_min_y", "bbox_min_z", "bbox_max_x", "bbox_max_y", "bbox_max_z", "sha256",
+]  # fmt: skip
+
+
+class ScaleTooLarge(Exception):
+    """The corpus has fewer buildable train models than the scale asks for."""
+
+
+@dataclass(frozen=True)
+class SubsetResult:
+    manifest: pd.DataFrame
+    """Every model examined, in selection order; `selected` marks the subset."""
+    seconds: float
+
+    @property
+    def n_train(self) -> int:
+        return int((self.manifest.selected & (self.manifest.split == "train")).sum())
+
+    @property
+    def n_validation(self) -> int:
+        return int((self.manifest.selected & (self.manifest.split == "validation")).sum())
+
+    @property
+    def invalid_by_reason(self) -> dict[str, int]:
+        return dict(Counter(self.manifest.loc[~self.manifest.valid, "reason_code"]).most_common())
+
+    @property
+    def models_per_second(self) -> float:
+        return len(self.manifest) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def seeded_order(ids: Iterable[str], seed: int) -> list[str]:
+    """One fixed order of a split, independent of how the split file happens to list it."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def select_subset(
+    corpus: Corpus,
+    n_train: int | None,
+    seed: int,
+    executor: Executor,
+    progress: Callable[[int], None] | None = None,
+) -> SubsetResult:
+    """Build models in seeded order until n_train valid train models (None: all) and their validation share are found."""
+    started = time.perf_counter()
+    train_ids = corpus.splits["train"]
+    if n_train is not None and n_train > len(train_ids):
+        raise ScaleTooLarge(
+            f"this scale needs {n_train:,} train models but the corpus at {corpus.root} has {len(train_ids):,} "
+            f"({sum(len(ids) for ids in corpus.splits.values()):,} models in all). {DOWNLOAD_HINT}"
+        )
+    train = _take_valid(corpus, "train", seeded_order(train_ids, seed), n_train, executor, progress)
+    n_found = sum(record["valid"] for record in train)
+    if n_train is not None and n_found < n_train:
+        raise ScaleTooLarge(
+            f"this scale needs {n_train:,} buildable train models but only {n_found:,} of the corpus's "
+            f"{len(train_ids):,} train models at {corpus.root} build. {DOWNLOAD_HINT}"
+        )
+    validation_order = seeded_order(corpus.splits["validation"], seed)
+    validation = _take_valid(corpus, "validation", validation_order, n_found // 10, executor, progress)
+    records = train + validation
+    manifest = pd.DataFrame.from_records(records, columns=MANIFEST_COLUMNS)
+    return SubsetResult(manifest=manifest, seconds=time.perf_counter() - started)
+
+
+def write_manifest(result: SubsetResult, path: Path) -> None:
+    atomic_write_parquet(result.manifest, path)
+
+
+def _take_valid(
+    corpus: Corpus,
+    split: str,
+    order: list[str],
+    wanted: int | None,
+    executor: Executor,
+    progress: Callable[[int], None] | None,
+) -> list[dict]:
+    """Inspect models in order, in batches a little larger than what is still missing, until enough are valid."""
+    records: list[dict] = []
+    found = position = 0
+    while position < len(order) and (wanted is None or found < wanted):
+        missing = len(order) if wanted is None else wanted - found
+        batch = order[position : position + missing + missing // 20 + 8]
+        position += len(batch)
+        jobs = [(str(corpus.root), model_id) for model_id in batch]
+        for record in executor.map(inspect_corpus_model, jobs, chunksize=max(1, min(64, len(jobs) // 32))):
+            record.update(split=split, order=len(records), selected=record["valid"])
+            records.append(record)
+            found += record["valid"]
+            if progress:
+                progress(1)
+            if wanted is not None and found == wanted:
+                break
+    return records
+
+
+def inspect_corpus_model(job: tuple[str, str]) -> dict:
+    """Worker: one model's manifest row (runs in a pool process)."""
+    root, model_id = job
+    path = Corpus(root=Path(root), splits={}).path_of(model_id)
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        report, digest = inspect_file(path), None
+    else:
+        report, digest = inspect_bytes(raw, model_id), hashlib.sha256(raw).hexdigest()
+    low = report.bbox_min or (None, None, None)
+    high = report.bbox_max or (None, None, None)
+    return {
+        "id": model_id,
+        "valid": report.valid,
+        "reason_code": report.reason_code,
+        "reason": report.reason,
+        "n_extrudes": report.n_extrudes,
+        "n_curves": report.n_curves,
+        "volume": report.volume,
+        "area": report.area,
+        "bbox_min_x": low[0], "bbox_min_y": low[1], "bbox_min_z": low[2],
+        "bbox_max_x": high[0], "bbox_max_y": high[1], "bbox_max_z": high[2],
+        "sha256": digest,
+    }  # fmt: skip

@@ -1,0 +1,47 @@
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from cad_pipeline.parallel import process_pool
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Where the pipeline keeps its data and how much of the machine it uses."""
+
+    data_root: str = "data"
+    corpus_dir: str = ""
+    """DeepCAD corpus folder (cad_json/ + train_val_test_split.json); empty means <data_root>/deepcad."""
+    sample_models: int = 1300
+    """Size of the sample corpus generated when the default corpus folder is missing (enough for `1k`)."""
+    sample_seed: int = 0
+    subset_seed: int = 0
+    """Seed of the one fixed order in which every scale takes its models."""
+    workers: int = 0
+    """Processes for per-model work; 0 uses every core."""
+
+    @property
+    def corpus_path(self) -> Path:
+        return Path(self.corpus_dir) if self.corpus_dir else Path(self.data_root) / "deepcad"
+
+    @property
+    def generates_sample_corpus(self) -> bool:
+        return not self.corpus_dir
+
+    def partition_dir(self, scale: str) -> Path:
+        return Path(self.data_root) / "partitions" / scale
+
+    def executor(self):
+        return process_pool(self.workers)
+
+
+def settings_from_environment() -> PipelineSettings:
+    return PipelineSettings(
+        data_root=os.environ.get("CAD_PIPELINE_DATA", "data"),
+        corpus_dir=os.environ.get("CAD_PIPELINE_CORPUS", ""),
+    )
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"settings": settings_from_environment()})

@@ -87,6 +87,7 @@ def _boolean(operation: BRepAlgoAPI_BooleanOperation, body, tools: list, where: 
     operation.SetTools(tool_list)
     operation.SetRunParallel(False)
     operation.SetToFillHistory(False)
+    operation.SetCheckInverted(False)  # prisms are built outward-facing, so the check only costs time
     operation.Build()
     if not operation.IsDone():
         raise ModelError("boolean_failed", f"{where}: the boolean operation failed in OpenCASCADE")

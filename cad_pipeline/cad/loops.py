@@ -255,7 +255,7 @@ def _polyline(loop: Loop) -> list[Point2]:
         else:
             a0 = math.atan2(curve.start[1] - cy, curve.start[0] - cx)
             sweep = _sweep(curve) if curve.is_ccw else -_sweep(curve)
-        steps = max(4, int(abs(sweep) / (2.0 * math.pi) * 256))
+        steps = max(4, int(abs(sweep) / (2.0 * math.pi) * 64))
         points.extend(
             (cx + curve.radius * math.cos(a0 + sweep * k / steps), cy + curve.radius * math.sin(a0 + sweep * k / steps))
             for k in range(steps)

@@ -119,6 +119,7 @@ def _materialize(args) -> int:
             instance=instance,
             partition_key=args.scale,
             asset_selection=[dg.AssetKey(name) for name in names],
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             raise_on_error=False,
         )
     _print_run_summary(result, time.perf_counter() - started, home)

@@ -1,0 +1,57 @@
+"""The `cad-pipeline` command as a user runs it: output, exit codes and files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cad_pipeline_tests.conftest import REAL_SAMPLES
+
+CLI = str(Path(sys.executable).with_name("cad-pipeline"))
+EXPECTED = json.loads((REAL_SAMPLES / "expected.json").read_text())["models"]
+
+
+def _run(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_inspect_json_prints_the_documented_object_for_a_valid_model():
+    result = _run("inspect", REAL_SAMPLES / "00001616.json", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert list(report) == ["id", "valid", "reason", "n_extrudes", "n_curves", "volume", "area", "bbox_min", "bbox_max"]
+    facts = EXPECTED["00001616.json"]
+    assert report["id"] == "00001616" and report["valid"] is True and report["reason"] is None
+    assert (report["n_extrudes"], report["n_curves"]) == (facts["n_extrudes"], facts["n_curves"])
+    assert report["volume"] == pytest.approx(facts["volume"], rel=1e-6)
+    assert report["bbox_max"] == pytest.approx(facts["bbox_max"], abs=1e-9)
+
+
+def test_inspect_rejected_model_exits_1_with_its_reason():
+    result = _run("inspect", REAL_SAMPLES / "00000175.json", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["valid"] is False and "profiles" in report["reason"]
+    assert report["volume"] is None and report["bbox_min"] is None
+
+
+def test_inspect_usage_errors_exit_2(tmp_path):
+    assert _run("inspect", tmp_path / "missing.json", "--json").returncode == 2
+    assert _run("inspect").returncode == 2
+    assert _run("inspect", REAL_SAMPLES / "00000007.json", "--bogus").returncode == 2
+
+
+def test_inspect_human_output_names_the_model():
+    result = _run("inspect", REAL_SAMPLES / "00000007.json")
+    assert result.returncode == 0
+    assert result.stdout.startswith("00000007: valid, 1 extrudes, 1 curves")
+
+
+def test_bench_build_prints_throughput_per_core():
+    result = _run("bench", "build", "--corpus", REAL_SAMPLES, "--seconds", "0.5", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert "12 models, 1 rejected" in result.stdout
+    one_core = float(result.stdout.split("one core: ")[1].split()[0])
+    assert one_core > 0

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from cad_pipeline.cad.errors import ModelError
-from cad_pipeline.cad.loops import assemble_profile
+from cad_pipeline.cad.loops import MIN_LENGTH, assemble_profile
 from cad_pipeline.cad.sequence import (
     Arc,
     CadSequence,
@@ -38,8 +39,10 @@ EXTENT_TYPES = {
     "SymmetricFeatureExtentType": ExtentType.SYMMETRIC,
     "TwoSidesFeatureExtentType": ExtentType.TWO_SIDES,
 }
-MIN_LENGTH = 1e-7
-"""Metres below which a curve or an extrude depth is degenerate (OpenCASCADE's confusion tolerance)."""
+MAX_LENGTH = 1e6
+"""Metres above which a coordinate, radius or extent is rejected: no part in metres is that large (a wrong
+unit or a corrupt value). Far beyond it OpenCASCADE breaks down: a small part placed 1e20 m from the origin
+gets a wrong volume, from about 1e50 m it raises, and near 1e200 m it crashes the process."""
 
 
 def read_file(path: str | Path) -> CadSequence:
@@ -55,8 +58,12 @@ def read_file(path: str | Path) -> CadSequence:
 def read_bytes(raw: bytes | str, model_id: str) -> CadSequence:
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
-    except ModelError:
-        raise
+    except _NonFiniteConstant as constant:
+        raise ModelError(
+            "non_finite_number",
+            f"{model_id}: the file contains {constant.name}{_position_of(raw, constant.name)}, which is not valid JSON; "
+            "every number must be finite",
+        ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise ModelError("invalid_json", f"{model_id}: not valid JSON ({error}); re-download or regenerate the file") from None
     return read_dict(data, model_id)
@@ -68,37 +75,38 @@ def read_dict(data: object, model_id: str) -> CadSequence:
     entities = _expect(_field(model, "entities", "the file"), dict, "entities")
     sequence = _expect(_field(model, "sequence", "the file"), list, "sequence")
     extrudes: list[Extrude] = []
-    empty_extrudes = 0
+    empty_extrudes: list[str] = []
     planes: dict[str, SketchPlane] = {}
     for position, step in enumerate(sequence):
         step = _expect(step, dict, f"sequence[{position}]")
         kind = _field(step, "type", f"sequence[{position}]")
-        if kind == "Sketch":
-            continue
-        if kind != "ExtrudeFeature":
-            raise ModelError("unsupported_feature", f"sequence[{position}] has type {kind!r}; only Sketch and ExtrudeFeature exist in DeepCAD")
+        if kind not in ("Sketch", "ExtrudeFeature"):
+            raise ModelError(
+                "unsupported_feature", f"sequence[{position}] has type {_preview(kind)}; only Sketch and ExtrudeFeature exist in DeepCAD"
+            )
         entity_id = _expect(_field(step, "entity", f"sequence[{position}]"), str, f"sequence[{position}].entity")
         if entity_id not in entities:
             raise ModelError("missing_entity", f"sequence[{position}] refers to entity {entity_id!r}, which is not in entities")
-        new = _read_extrude(entities, entity_id, planes)
+        entity = _check_kind(entities, entity_id, kind, f"sequence[{position}]")
+        if kind == "Sketch":
+            continue
+        new = _read_extrude(entities, entity, entity_id, planes)
         if not new:
-            empty_extrudes += 1
+            empty_extrudes.append(entity_id)
         extrudes.extend(new)
     if not extrudes:
         if empty_extrudes:
             raise ModelError(
                 "empty_profiles",
-                f"{model_id}: no extrude has any profile (all {empty_extrudes} ExtrudeFeature.profiles lists are empty), so there is no solid",
+                f"{model_id}: no extrude has any profile: the profiles list of {_id_list(empty_extrudes)} is empty "
+                "(the extrude selects no sketch region), so there is no solid",
             )
         raise ModelError("no_extrude", f"{model_id}: the sequence has no ExtrudeFeature, so there is no solid")
     return CadSequence(model_id=model_id, extrudes=tuple(extrudes), stated_bbox=_read_bbox(model))
 
 
-def _read_extrude(entities: dict, entity_id: str, planes: dict[str, SketchPlane]) -> list[Extrude]:
+def _read_extrude(entities: dict, entity: dict, entity_id: str, planes: dict[str, SketchPlane]) -> list[Extrude]:
     where = f"extrude {entity_id!r}"
-    entity = _expect(entities[entity_id], dict, where)
-    if entity.get("type") != "ExtrudeFeature":
-        raise ModelError("missing_entity", f"sequence calls {entity_id!r} an ExtrudeFeature but the entity has type {entity.get('type')!r}")
     operation = _choice(_field(entity, "operation", where), OPERATIONS, f"{where}.operation")
     extent_type = _choice(_field(entity, "extent_type", where), EXTENT_TYPES, f"{where}.extent_type")
     extent_one = _distance(entity, "extent_one", where)
@@ -129,8 +137,12 @@ def _read_extrude(entities: dict, entity_id: str, planes: dict[str, SketchPlane]
             source=source,
         )
         low, high = extrude.depth_interval()
-        if high - low < MIN_LENGTH:
-            raise ModelError("zero_depth", f"{where} has zero depth (extent_one {extent_one!r}, extent_two {extent_two!r})")
+        if high - low <= MIN_LENGTH:
+            raise ModelError(
+                "zero_depth",
+                f"{where} has zero depth (extent_one {extent_one!r}, extent_two {extent_two!r}, {entity['extent_type']}; "
+                f"the depth must be more than {MIN_LENGTH:g} m)",
+            )
         extrudes.append(extrude)
     return extrudes
 
@@ -153,12 +165,17 @@ def _read_curve(curve: object, where: str) -> Curve:
     kind = _field(curve, "type", where)
     if kind == "Line3D":
         start, end = _point2(curve, "start_point", where), _point2(curve, "end_point", where)
-        if math.dist(start, end) < MIN_LENGTH:
-            raise ModelError("degenerate_curve", f"{where} is a zero-length line at ({start[0]:.6g}, {start[1]:.6g}) m")
+        length = math.dist(start, end)
+        if length <= MIN_LENGTH:
+            raise ModelError(
+                "degenerate_curve",
+                f"{where} is a zero-length line at ({start[0]:.6g}, {start[1]:.6g}) m "
+                f"(its ends are {length:.3g} m apart; a line must be longer than {MIN_LENGTH:g} m)",
+            )
         return Line(start, end)
     if kind == "Circle3D":
-        center, radius = _point2(curve, "center_point", where), _number(curve, "radius", where)
-        if radius < MIN_LENGTH:
+        center, radius = _point2(curve, "center_point", where), _length(curve, "radius", where)
+        if radius <= MIN_LENGTH:
             raise ModelError("degenerate_curve", f"{where} is a circle with radius {radius!r} m")
         return Circle(center, radius)
     if kind == "Arc3D":
@@ -168,11 +185,11 @@ def _read_curve(curve: object, where: str) -> Curve:
 
 def _read_arc(curve: dict, where: str) -> Arc:
     start, end = _point2(curve, "start_point", where), _point2(curve, "end_point", where)
-    center, radius = _point2(curve, "center_point", where), _number(curve, "radius", where)
+    center, radius = _point2(curve, "center_point", where), _length(curve, "radius", where)
     sweep = _number(curve, "end_angle", where) - _number(curve, "start_angle", where)
-    rx, ry = _point2(curve, "reference_vector", where)
+    rx, ry = _point2(curve, "reference_vector", where, _number)
     length = math.hypot(rx, ry)
-    if radius < MIN_LENGTH or length < 1e-9 or not 0.0 < sweep < 2.0 * math.pi or radius * sweep < MIN_LENGTH:
+    if radius <= MIN_LENGTH or length < 1e-9 or not 0.0 < sweep < 2.0 * math.pi or radius * sweep <= MIN_LENGTH:
         raise ModelError(
             "degenerate_curve", f"{where} is a degenerate arc (radius {radius!r} m, sweep {sweep!r} rad, reference vector length {length:.3g})"
         )
@@ -196,11 +213,16 @@ def _read_arc(curve: dict, where: str) -> Arc:
 
 def _read_plane(sketch: dict, where: str) -> SketchPlane:
     transform = _expect(_field(sketch, "transform", where), dict, f"{where}.transform")
-    origin = _vector3(transform, "origin", where)
+    origin = _vector3(transform, "origin", where, _length)
     normal = _unit(_vector3(transform, "z_axis", where), f"{where}.transform.z_axis")
-    x_axis = _vector3(transform, "x_axis", where)
+    x_axis = _unit(_vector3(transform, "x_axis", where), f"{where}.transform.x_axis")
     along = sum(a * b for a, b in zip(x_axis, normal))
-    x_axis = _unit(tuple(x - along * n for x, n in zip(x_axis, normal)), f"{where}.transform.x_axis (after removing its normal part)")
+    in_plane = tuple(x - along * n for x, n in zip(x_axis, normal))
+    if math.hypot(*in_plane) < 1e-9:
+        raise ModelError(
+            "degenerate_plane", f"{where}.transform.x_axis is parallel to its z_axis, so the sketch plane has no x direction"
+        )
+    x_axis = _unit(in_plane, f"{where}.transform.x_axis")
     y_axis = (
         normal[1] * x_axis[2] - normal[2] * x_axis[1],
         normal[2] * x_axis[0] - normal[0] * x_axis[2],
@@ -214,7 +236,7 @@ def _read_bbox(model: dict):
     if not isinstance(box, dict):
         return None
     try:
-        return _vector3(box, "min_point", "bounding_box"), _vector3(box, "max_point", "bounding_box")
+        return _vector3(box, "min_point", "bounding_box", _length), _vector3(box, "max_point", "bounding_box", _length)
     except ModelError:
         return None
 
@@ -222,31 +244,58 @@ def _read_bbox(model: dict):
 def _distance(entity: dict, key: str, where: str) -> float:
     extent = _expect(_field(entity, key, where), dict, f"{where}.{key}")
     distance = _expect(_field(extent, "distance", f"{where}.{key}"), dict, f"{where}.{key}.distance")
-    return _number(distance, "value", f"{where}.{key}.distance")
+    return _length(distance, "value", f"{where}.{key}.distance")
+
+
+def _check_kind(entities: dict, entity_id: str, kind: str, where: str) -> dict:
+    """The entity a sequence step names, which must have the step's type."""
+    entity = _expect(entities[entity_id], dict, f"entity {entity_id!r}")
+    if entity.get("type") != kind:
+        raise ModelError(
+            "missing_entity", f"{where} lists {entity_id!r} as type {kind} but that entity has type {_preview(entity.get('type'))}"
+        )
+    return entity
 
 
 def _unit(vector: tuple[float, float, float], where: str) -> tuple[float, float, float]:
-    length = math.sqrt(sum(v * v for v in vector))
+    length = math.hypot(*vector)  # no overflow or underflow for huge or tiny components
     if length < 1e-9:
         raise ModelError("degenerate_plane", f"{where} has zero length, so the sketch plane is undefined")
     return tuple(v / length for v in vector)
 
 
-def _point2(container: dict, key: str, where: str) -> tuple[float, float]:
+def _point2(container: dict, key: str, where: str, number=None) -> tuple[float, float]:
+    """The x and y of an {x, y, z} object; `number` reads each (lengths in metres unless given)."""
     point = _expect(_field(container, key, where), dict, f"{where}.{key}")
-    return _number(point, "x", f"{where}.{key}"), _number(point, "y", f"{where}.{key}")
+    return tuple((number or _length)(point, axis, f"{where}.{key}") for axis in "xy")
 
 
-def _vector3(container: dict, key: str, where: str) -> tuple[float, float, float]:
+def _vector3(container: dict, key: str, where: str, number=None) -> tuple[float, float, float]:
+    """An {x, y, z} object; `number` reads each component (plain numbers unless given, e.g. `_length`)."""
     point = _expect(_field(container, key, where), dict, f"{where}.{key}")
-    return tuple(_number(point, axis, f"{where}.{key}") for axis in "xyz")
+    return tuple((number or _number)(point, axis, f"{where}.{key}") for axis in "xyz")
+
+
+def _length(container: dict, key: str, where: str) -> float:
+    """A coordinate, radius or distance in metres: a number no larger in size than MAX_LENGTH."""
+    value = _number(container, key, where)
+    if abs(value) > MAX_LENGTH:
+        raise ModelError(
+            "out_of_range",
+            f"{where}.{key} is {value:.6g} m, beyond {MAX_LENGTH:.0e} m; DeepCAD lengths are metres, so this is "
+            "a wrong unit or a corrupt value",
+        )
+    return value
 
 
 def _number(container: dict, key: str, where: str) -> float:
     value = _field(container, key, where)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ModelError("wrong_type", f"{where}.{key} should be a number, found {type(value).__name__} {_preview(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ModelError("out_of_range", f"{where}.{key} is an integer beyond 1e308, too large for any length or angle") from None
     if not math.isfinite(value):
         raise ModelError("non_finite_number", f"{where}.{key} is {value}; every coordinate must be finite")
     return value
@@ -279,5 +328,28 @@ def _preview(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _id_list(ids: list[str]) -> str:
+    names = ", ".join(repr(entity_id) for entity_id in ids[:5])
+    more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+    return f"extrude {names}{more}" if len(ids) == 1 else f"extrudes {names}{more}"
+
+
+class _NonFiniteConstant(Exception):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
 def _reject_constant(name: str):
-    raise ModelError("non_finite_number", f"the file contains {name}, which is not valid JSON; every number must be finite")
+    raise _NonFiniteConstant(name)
+
+
+def _position_of(raw: bytes | str, name: str) -> str:
+    """' at line L column C' for the first bare NaN/Infinity token in the text, or '' if it cannot be found."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    match = re.search(r"(?<![\w\"])-?" + re.escape(name) + r"(?![\w\"])", text)
+    if match is None:
+        return ""
+    line = text.count("\n", 0, match.start()) + 1
+    column = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+    return f" at line {line} column {column}"

@@ -9,10 +9,13 @@ start at its left-most (then lowest) vertex; loops are sorted by their bounding-
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.sequence import Arc, Circle, Curve, Line, Loop, Point2, Profile
 
+MIN_LENGTH = 1e-7
+"""Metres at or below which a length is degenerate: OpenCASCADE's confusion tolerance, below which it cannot make an edge or a prism."""
 ORDER_QUANTUM = 1e-9
 """Metres to which vertex coordinates are rounded when ordering (the nanometre, as OpenECAD's mm x 1e-6)."""
 
@@ -27,29 +30,44 @@ def profile_tolerance(curves: list[Curve]) -> float:
     return max(1e-9, 1e-6 * span)
 
 
+@dataclass(frozen=True)
+class _Numbered:
+    """A chained loop with the positions its loop and curves have in the file, so messages can point at them."""
+
+    loop: Loop
+    curve_numbers: tuple[int, ...]
+    number: int
+
+
 def assemble_profile(raw_loops: list[list[Curve]], where: str) -> Profile:
-    """Turn loops of unordered curves into a checked profile: outer loop CCW first, holes CW after."""
+    """Turn loops of unordered curves into a checked profile: outer loop CCW first, holes CW after.
+
+    Messages number loops and curves as the file lists them, whatever order they are sorted into here.
+    """
+    for index, curves in enumerate(raw_loops):
+        if not curves:
+            raise ModelError("empty_loop", f"{where} loop {index} has no curves")
     tolerance = profile_tolerance([curve for loop in raw_loops for curve in loop])
-    loops = [_ccw_loop(curves, f"{where} loop {index}", tolerance) for index, curves in enumerate(raw_loops)]
-    loops.sort(key=lambda loop: tuple(_quantize(v) for v in loop.bbox()[0]))
+    loops = [_Numbered(*_ccw_loop(curves, f"{where} loop {index}", tolerance), index) for index, curves in enumerate(raw_loops)]
+    loops.sort(key=lambda numbered: tuple(_quantize(v) for v in numbered.loop.bbox()[0]))
     _reject_crossings(loops, where, tolerance)
     outer, holes = loops[0], loops[1:]
-    for index, hole in enumerate(holes, start=1):
-        probe = _curve_start(hole.curves[0])
-        if not _contains(outer, probe):
+    for hole in holes:
+        probe = _curve_start(hole.loop.curves[0])
+        if not _contains(outer.loop, probe):
             raise ModelError(
                 "loops_not_nested",
-                f"{where}: loop {index} lies outside the outer loop; a profile must be one region "
-                "(an outer loop and the holes inside it)",
+                f"{where}: loop {hole.number} lies outside the outer loop (loop {outer.number}, the one that starts "
+                "furthest left); a profile must be one region (an outer loop and the holes inside it)",
             )
-        for other_index, other in enumerate(holes, start=1):
-            if other is not hole and _contains(other, probe):
+        for other in holes:
+            if other is not hole and _contains(other.loop, probe):
                 raise ModelError(
                     "loops_not_nested",
-                    f"{where}: loop {index} lies inside hole {other_index}; a profile must be one region "
-                    "without islands",
+                    f"{where}: loop {hole.number} lies inside loop {other.number}, which is a hole; a profile must be "
+                    "one region without islands",
                 )
-    return Profile((outer, *(_reverse(hole) for hole in holes)))
+    return Profile((outer.loop, *(_reverse(hole.loop) for hole in holes)))
 
 
 def signed_area(loop: Loop) -> float:
@@ -67,56 +85,85 @@ def signed_area(loop: Loop) -> float:
     return area
 
 
-def _ccw_loop(curves: list[Curve], where: str, tolerance: float) -> Loop:
-    if not curves:
-        raise ModelError("empty_loop", f"{where} has no curves")
+def _ccw_loop(curves: list[Curve], where: str, tolerance: float) -> tuple[Loop, tuple[int, ...]]:
+    """The loop chained, counter-clockwise and rotated to its first vertex, with each curve's position in `curves`."""
     circles = [curve for curve in curves if isinstance(curve, Circle)]
     if circles:
         if len(curves) > 1:
             raise ModelError(
                 "open_loop", f"{where} mixes a full circle with {len(curves) - 1} other curves; a circle is a loop of its own"
             )
-        return Loop((circles[0],))
-    loop = Loop(_chain(curves, where, tolerance))
+        return Loop((circles[0],)), (0,)
+    chained, positions = _chain(curves, where, tolerance)
+    loop = Loop(chained)
     area = signed_area(loop)
     if abs(area) <= tolerance * _perimeter(loop):
-        raise ModelError("degenerate_loop", f"{where} encloses no area (its curves fold back on themselves)")
+        raise ModelError(
+            "degenerate_loop",
+            f"{where} encloses no area (its curves fold back on themselves, or it crosses itself so that its lobes cancel)",
+        )
     if area < 0.0:
-        loop = _reverse(loop)
+        loop, positions = _reverse(loop), positions[::-1]
     starts = [tuple(_quantize(v) for v in curve.start) for curve in loop.curves]
     first = starts.index(min(starts))
-    return Loop(loop.curves[first:] + loop.curves[:first])
+    return Loop(loop.curves[first:] + loop.curves[:first]), positions[first:] + positions[:first]
 
 
-def _chain(curves: list[Curve], where: str, tolerance: float) -> tuple[Curve, ...]:
-    """Order and orient curves so that each ends where the next starts, snapping the joints exactly."""
-    remaining = list(curves[1:])
-    chain = [curves[0]]
+def _chain(curves: list[Curve], where: str, tolerance: float) -> tuple[tuple[Curve, ...], tuple[int, ...]]:
+    """Order and orient curves so that each ends where the next starts, snapping the joints exactly.
+
+    Returns the chained curves and, for each, its position in `curves`.
+    """
+    remaining = list(enumerate(curves))[1:]
+    chain = [(0, curves[0])]
     while remaining:
-        end = chain[-1].end
-        for index, candidate in enumerate(remaining):
+        end = chain[-1][1].end
+        for index, (position, candidate) in enumerate(remaining):
             if _close(candidate.start, end, tolerance):
                 chain.append(remaining.pop(index))
                 break
             if _close(candidate.end, end, tolerance):
-                chain.append(remaining.pop(index).reversed())
+                chain.append((position, remaining.pop(index)[1].reversed()))
                 break
         else:
-            gap = min(min(_distance(c.start, end), _distance(c.end, end)) for c in remaining)
+            gap = min(min(_distance(c.start, end), _distance(c.end, end)) for _, c in remaining)
             raise ModelError(
                 "open_loop",
                 f"{where} is open: nothing continues from point ({end[0]:.6g}, {end[1]:.6g}) m "
                 f"(nearest free curve end is {gap:.3g} m away, tolerance {tolerance:.3g} m)",
             )
-    gap = _distance(chain[-1].end, chain[0].start)
+    gap = _distance(chain[-1][1].end, chain[0][1].start)
     if gap > tolerance:
         raise ModelError("open_loop", f"{where} is open: its last curve ends {gap:.3g} m from where the first begins")
-    return tuple(_with_end(curve, chain[(index + 1) % len(chain)].start) for index, curve in enumerate(chain))
+    snapped = tuple(_with_end(curve, chain[(index + 1) % len(chain)][1].start) for index, (_, curve) in enumerate(chain))
+    positions = tuple(position for position, _ in chain)
+    for position, curve in zip(positions, snapped):
+        _reject_collapsed(curve, f"{where} curve {position}", tolerance)
+    return snapped, positions
 
 
-def _reject_crossings(loops: list[Loop], where: str, tolerance: float) -> None:
+def _reject_collapsed(curve: Line | Arc, where: str, tolerance: float) -> None:
+    """A curve whose ends meet once joints are joined: no extent at the profile's tolerance, or too short for OpenCASCADE."""
+    chord = _distance(curve.start, curve.end)
+    limit = max(tolerance, MIN_LENGTH)
+    if chord > limit:
+        return
+    joined = (
+        f"once joined to its neighbours its ends are {chord:.3g} m apart, within {limit:.3g} m "
+        f"(the profile's joining tolerance or the {MIN_LENGTH:g} m minimum length, whichever is larger)"
+    )
+    if isinstance(curve, Arc):
+        raise ModelError("degenerate_curve", f"{where} is an arc that closes on itself: {joined}; a full circle must be a Circle3D")
+    raise ModelError("degenerate_curve", f"{where} is a line with no length: {joined}")
+
+
+def _reject_crossings(loops: list[_Numbered], where: str, tolerance: float) -> None:
     """Raise if any two curves of the profile cross or touch anywhere but their shared joints."""
-    curves = [(loop_index, curve_index, curve) for loop_index, loop in enumerate(loops) for curve_index, curve in enumerate(loop.curves)]
+    curves = [
+        (loop_index, curve_index, curve)
+        for loop_index, numbered in enumerate(loops)
+        for curve_index, curve in enumerate(numbered.loop.curves)
+    ]
     boxes = [_grown_box(curve.bbox(), tolerance) for _, _, curve in curves]
     near_joint = 10.0 * tolerance
     for i in range(len(curves)):
@@ -129,18 +176,27 @@ def _reject_crossings(loops: list[Loop], where: str, tolerance: float) -> None:
             loop_b, index_b, b = curves[j]
             joints = []
             if loop_a == loop_b:
-                size = len(loops[loop_a].curves)
+                size = len(loops[loop_a].loop.curves)
                 if (index_a + 1) % size == index_b:
                     joints.append(a.end)
                 if (index_b + 1) % size == index_a:
                     joints.append(b.end)
             for point in _intersections(a, b, tolerance):
                 if all(_distance(point, joint) > near_joint for joint in joints):
-                    what = "crosses itself" if loop_a == loop_b else f"loop {loop_a} touches or crosses loop {loop_b}"
                     raise ModelError(
                         "self_intersecting_loop",
-                        f"{where}: {what} at ({point[0]:.6g}, {point[1]:.6g}) m (curves {index_a} and {index_b})",
+                        f"{where}: {_crossing(loops[loop_a], index_a, loops[loop_b], index_b)} at ({point[0]:.6g}, {point[1]:.6g}) m",
                     )
+
+
+def _crossing(loop_a: _Numbered, index_a: int, loop_b: _Numbered, index_b: int) -> str:
+    """How two crossing curves are named, by their positions in the file."""
+    curve_a, curve_b = loop_a.curve_numbers[index_a], loop_b.curve_numbers[index_b]
+    if loop_a is loop_b:
+        first, second = sorted((curve_a, curve_b))
+        return f"loop {loop_a.number} crosses itself (curves {first} and {second})"
+    (number_a, curve_a), (number_b, curve_b) = sorted(((loop_a.number, curve_a), (loop_b.number, curve_b)))
+    return f"loop {number_a} curve {curve_a} touches or crosses loop {number_b} curve {curve_b}"
 
 
 def _intersections(a: Curve, b: Curve, tolerance: float) -> list[Point2]:

@@ -4,37 +4,73 @@ Each extrude is one prism over the depth interval it fills (a Symmetric or TwoSi
 the union of two prisms that share the sketch face, so one prism is the same solid without a
 boolean). Consecutive fuses, and consecutive cuts, go into one boolean with several tools, which
 is the same set operation done once.
+
+OpenCASCADE's tolerances are absolute (1e-7), so a model far smaller or larger than a metre is
+built at a power-of-two scale (exact in floating point) and scaled back.
 """
 
 from __future__ import annotations
 
+import math
 from itertools import groupby
 
+import OCP.Standard
+import OCP.StdFail
 from OCP.BRepAlgoAPI import BRepAlgoAPI_BooleanOperation, BRepAlgoAPI_Common, BRepAlgoAPI_Cut, BRepAlgoAPI_Fuse
-from OCP.BRepBuilderAPI import BRepBuilderAPI_MakeEdge, BRepBuilderAPI_MakeFace, BRepBuilderAPI_MakeWire
+from OCP.BRepBuilderAPI import BRepBuilderAPI_MakeEdge, BRepBuilderAPI_MakeFace, BRepBuilderAPI_MakeWire, BRepBuilderAPI_Transform
 from OCP.BRepPrimAPI import BRepPrimAPI_MakePrism
+from OCP.collections import List_TopoDS_Shape
 from OCP.GC import GC_MakeArcOfCircle
-from OCP.gp import gp_Ax2, gp_Ax3, gp_Circ, gp_Dir, gp_Pln, gp_Pnt, gp_Vec
-from OCP.Standard import Standard_Failure
+from OCP.gp import gp_Ax2, gp_Ax3, gp_Circ, gp_Dir, gp_Pln, gp_Pnt, gp_Trsf, gp_Vec
 from OCP.TopAbs import TopAbs_SOLID
 from OCP.TopExp import TopExp_Explorer
 from OCP.TopoDS import TopoDS, TopoDS_Shape
-from OCP.collections import List_TopoDS_Shape
 
 from cad_pipeline.cad.errors import ModelError
-from cad_pipeline.cad.sequence import Arc, CadSequence, Circle, Extrude, Line, Loop, Operation, SketchPlane
+from cad_pipeline.cad.sequence import CadSequence, Circle, Extrude, Line, Loop, Operation, Point2, SketchPlane
+
+OCC_ERRORS = tuple(
+    value
+    for module in (OCP.Standard, OCP.StdFail)
+    for value in vars(module).values()
+    if isinstance(value, type) and issubclass(value, BaseException)
+)
+"""OpenCASCADE's exception classes (OCP derives them from Exception, not from one common base)."""
+
+WELL_CONDITIONED_SIZE = (2.0**-7, 2.0**7)
+"""Model sizes in metres (about 8 mm to 128 m) that are built as they are."""
+
+_BOOLEAN_KIND = {Operation.NEW_BODY: "fuse", Operation.JOIN: "fuse", Operation.CUT: "cut", Operation.INTERSECT: "common"}
 
 
 def build_solid(sequence: CadSequence) -> TopoDS_Shape:
-    """The final body; raises ModelError when a step cannot be built or nothing solid remains."""
+    """The final body in metres; raises ModelError when a step cannot be built or nothing solid remains."""
+    scale = conditioning_scale(sequence)
     try:
-        return _build(sequence)
-    except Standard_Failure as error:
-        raise ModelError("occ_failure", f"OpenCASCADE failed while building: {error}") from None
+        body = _build(sequence, scale)
+        if scale != 1.0:
+            back = gp_Trsf()
+            back.SetScale(gp_Pnt(0.0, 0.0, 0.0), 1.0 / scale)
+            body = BRepBuilderAPI_Transform(body, back, True).Shape()
+    except OCC_ERRORS as error:
+        raise ModelError("occ_failure", f"OpenCASCADE failed while building: {type(error).__name__}: {error}") from None
+    return body
 
 
-def extrude_prism(extrude: Extrude) -> TopoDS_Shape:
-    """The solid one extrude sweeps, before any boolean."""
+def conditioning_scale(sequence: CadSequence) -> float:
+    """1 for models of ordinary size, else the power of two that brings the model's size near 1."""
+    size = 0.0
+    for extrude in sequence.extrudes:
+        (x0, y0), (x1, y1) = extrude.profile.loops[0].bbox()
+        size = max(size, *map(abs, extrude.plane.origin), abs(x0), abs(y0), abs(x1), abs(y1), *map(abs, extrude.depth_interval()))
+    low, high = WELL_CONDITIONED_SIZE
+    if size == 0.0 or low <= size <= high:
+        return 1.0
+    return 2.0 ** -round(math.log2(size))
+
+
+def extrude_prism(extrude: Extrude, scale: float = 1.0) -> TopoDS_Shape:
+    """The solid one extrude sweeps, before any boolean (lengths multiplied by `scale`)."""
     low, high = extrude.depth_interval()
     plane = extrude.plane
     shifted = SketchPlane(
@@ -43,42 +79,38 @@ def extrude_prism(extrude: Extrude) -> TopoDS_Shape:
         y_axis=plane.y_axis,
         normal=plane.normal,
     )
-    face = _face(shifted, extrude)
-    prism = BRepPrimAPI_MakePrism(face, gp_Vec(*(n * (high - low) for n in plane.normal)))
+    face = _face(shifted, extrude, scale)
+    prism = BRepPrimAPI_MakePrism(face, gp_Vec(*(n * (high - low) * scale for n in plane.normal)))
     if not prism.IsDone():
         raise ModelError("prism_failed", f"{extrude.source}: OpenCASCADE could not extrude the profile")
     return prism.Shape()
 
 
-def _build(sequence: CadSequence) -> TopoDS_Shape:
+def _build(sequence: CadSequence, scale: float) -> TopoDS_Shape:
     body: TopoDS_Shape | None = None
-    kinds = {Operation.NEW_BODY: "fuse", Operation.JOIN: "fuse", Operation.CUT: "cut", Operation.INTERSECT: "common"}
-    position = 0
-    for kind, run in groupby(sequence.extrudes, key=lambda extrude: kinds[extrude.operation]):
+    for kind, run in groupby(sequence.extrudes, key=lambda extrude: _BOOLEAN_KIND[extrude.operation]):
         run = list(run)
         if kind == "common":
             for extrude in run:
-                body = _boolean(BRepAlgoAPI_Common(), body, [extrude_prism(extrude)], extrude.source, position)
-                position += 1
+                body = _boolean(BRepAlgoAPI_Common(), body, [extrude_prism(extrude, scale)], extrude.source)
             continue
-        tools = [extrude_prism(extrude) for extrude in run]
-        where = run[0].source if len(run) == 1 else f"extrudes {position}-{position + len(run) - 1}"
+        tools = [extrude_prism(extrude, scale) for extrude in run]
+        where = "; ".join(extrude.source for extrude in run)
         if kind == "fuse":
             if body is None:
                 body, tools = tools[0], tools[1:]
             if tools:
-                body = _boolean(BRepAlgoAPI_Fuse(), body, tools, where, position)
+                body = _boolean(BRepAlgoAPI_Fuse(), body, tools, where)
         else:
-            body = _boolean(BRepAlgoAPI_Cut(), body, tools, where, position)
-        position += len(run)
-    if body is None or not _has_solid(body):
-        raise ModelError("no_solid", f"{sequence.model_id}: the operations leave no solid (cuts or intersections remove everything)")
+            body = _boolean(BRepAlgoAPI_Cut(), body, tools, where)
+    if body is None or not TopExp_Explorer(body, TopAbs_SOLID).More():
+        raise ModelError("no_solid", "the operations leave no solid (cuts or intersections remove everything)")
     return body
 
 
-def _boolean(operation: BRepAlgoAPI_BooleanOperation, body, tools: list, where: str, position: int) -> TopoDS_Shape:
+def _boolean(operation: BRepAlgoAPI_BooleanOperation, body, tools: list, where: str) -> TopoDS_Shape:
     if body is None:
-        raise ModelError("no_body", f"{where}: a cut or intersect comes before any body exists (step {position})")
+        raise ModelError("no_body", f"{where}: a cut or intersect comes before any body exists")
     arguments, tool_list = List_TopoDS_Shape(), List_TopoDS_Shape()
     arguments.Append(body)
     for tool in tools:
@@ -94,16 +126,12 @@ def _boolean(operation: BRepAlgoAPI_BooleanOperation, body, tools: list, where: 
     return operation.Shape()
 
 
-def _has_solid(shape: TopoDS_Shape) -> bool:
-    return TopExp_Explorer(shape, TopAbs_SOLID).More()
-
-
-def _face(plane: SketchPlane, extrude: Extrude):
-    frame = gp_Pln(gp_Ax3(gp_Pnt(*plane.origin), gp_Dir(*plane.normal), gp_Dir(*plane.x_axis)))
+def _face(plane: SketchPlane, extrude: Extrude, scale: float):
+    frame = gp_Pln(gp_Ax3(_point(plane, (0.0, 0.0), scale), gp_Dir(*plane.normal), gp_Dir(*plane.x_axis)))
     outer, *holes = extrude.profile.loops
-    maker = BRepBuilderAPI_MakeFace(frame, _wire(plane, outer, extrude), True)
+    maker = BRepBuilderAPI_MakeFace(frame, _wire(plane, outer, extrude, scale), True)
     for hole in holes:
-        wire = _wire(plane, hole, extrude)
+        wire = _wire(plane, hole, extrude, scale)
         if isinstance(hole.curves[0], Circle):
             wire = TopoDS.Wire(wire.Reversed())  # a lone circle is made counter-clockwise; holes run clockwise
         maker.Add(wire)
@@ -112,24 +140,27 @@ def _face(plane: SketchPlane, extrude: Extrude):
     return maker.Face()
 
 
-def _wire(plane: SketchPlane, loop: Loop, extrude: Extrude):
+def _wire(plane: SketchPlane, loop: Loop, extrude: Extrude, scale: float):
     maker = BRepBuilderAPI_MakeWire()
-    for curve in loop.curves:
-        maker.Add(_edge(plane, curve))
+    for index, curve in enumerate(loop.curves):
+        maker.Add(_edge(plane, curve, scale, f"{extrude.source} curve {index}"))
     if not maker.IsDone():
         raise ModelError("wire_failed", f"{extrude.source}: its curves do not join into a closed wire")
     return maker.Wire()
 
 
-def _edge(plane: SketchPlane, curve):
+def _edge(plane: SketchPlane, curve, scale: float, where: str):
     if isinstance(curve, Line):
-        return BRepBuilderAPI_MakeEdge(gp_Pnt(*plane.to_world(curve.start)), gp_Pnt(*plane.to_world(curve.end))).Edge()
+        return BRepBuilderAPI_MakeEdge(_point(plane, curve.start, scale), _point(plane, curve.end, scale)).Edge()
     if isinstance(curve, Circle):
-        axis = gp_Ax2(gp_Pnt(*plane.to_world(curve.center)), gp_Dir(*plane.normal), gp_Dir(*plane.x_axis))
-        return BRepBuilderAPI_MakeEdge(gp_Circ(axis, curve.radius)).Edge()
-    arc = GC_MakeArcOfCircle(
-        gp_Pnt(*plane.to_world(curve.start)), gp_Pnt(*plane.to_world(curve.mid)), gp_Pnt(*plane.to_world(curve.end))
-    )
+        axis = gp_Ax2(_point(plane, curve.center, scale), gp_Dir(*plane.normal), gp_Dir(*plane.x_axis))
+        return BRepBuilderAPI_MakeEdge(gp_Circ(axis, curve.radius * scale)).Edge()
+    arc = GC_MakeArcOfCircle(_point(plane, curve.start, scale), _point(plane, curve.mid, scale), _point(plane, curve.end, scale))
     if not arc.IsDone():
-        raise ModelError("degenerate_curve", "an arc's three points are collinear")
+        raise ModelError("degenerate_curve", f"{where}: the arc's start, middle and end points are collinear")
     return BRepBuilderAPI_MakeEdge(arc.Value()).Edge()
+
+
+def _point(plane: SketchPlane, point: Point2, scale: float) -> gp_Pnt:
+    x, y, z = plane.to_world(point)
+    return gp_Pnt(x * scale, y * scale, z * scale)

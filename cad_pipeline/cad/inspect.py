@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cad_pipeline.cad.build import build_solid
+from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.measure import measure
@@ -39,7 +39,10 @@ def inspect_bytes(raw: bytes | str, model_id: str) -> ModelReport:
         n_extrudes, n_curves = len(sequence.extrudes), sequence.n_curves
         measured = measure(build_solid(sequence))
         if not measured.volume > 0.0:
-            raise ModelError("no_solid", f"{model_id}: the built solid has no volume ({measured.volume:.3g} m^3)")
+            raise ModelError("no_solid", f"the built solid has no volume ({measured.volume:.3g} m^3)")
+    except OCC_ERRORS as error:
+        reason = f"OpenCASCADE failed while measuring the solid: {type(error).__name__}: {error}"
+        return ModelReport(model_id, False, reason, "occ_failure", n_extrudes, n_curves, None, None, None, None)
     except ModelError as error:
         return ModelReport(model_id, False, error.message, error.code, n_extrudes, n_curves, None, None, None, None)
     return ModelReport(

@@ -7,6 +7,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from cad_pipeline.cad.sample_corpus import write_corpus
+
 SPLIT_FILE = "train_val_test_split.json"
 SPLITS = ("train", "validation", "test")
 DOWNLOAD_HINT = (
@@ -70,8 +72,6 @@ def open_or_generate(root: Path, generate_if_missing: bool, sample_models: int, 
     root = Path(root)
     if not generate_if_missing or root.exists():
         return Corpus.open(root), False
-    from cad_pipeline.cad.sample_corpus import write_corpus
-
     staging = root.with_name(root.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)

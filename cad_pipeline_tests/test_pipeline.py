@@ -1,0 +1,78 @@
+"""The Dagster assets materialized for real on a small generated corpus."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from cad_pipeline.defs.data import cad_subset, deepcad_corpus
+from cad_pipeline.defs.resources import PipelineSettings
+
+CLI = str(Path(sys.executable).with_name("cad-pipeline"))
+SAMPLE_MODELS = 60
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory) -> PipelineSettings:
+    """Default corpus folder missing, so the first materialization generates the sample corpus."""
+    root = tmp_path_factory.mktemp("data")
+    return PipelineSettings(data_root=str(root), sample_models=SAMPLE_MODELS, workers=2)
+
+
+def test_corpus_is_generated_on_first_use_and_described(settings):
+    result = dg.materialize([deepcad_corpus], resources={"settings": settings})
+    assert result.success
+    metadata = result.asset_materializations_for_node("deepcad_corpus")[0].metadata
+    assert metadata["generated_sample_corpus"].value is True
+    assert metadata["files_on_disk"].value == SAMPLE_MODELS
+    sizes = [metadata[split].value for split in ("train", "validation", "test")]
+    assert sum(sizes) == SAMPLE_MODELS and min(sizes) >= 1
+    again = dg.materialize([deepcad_corpus], resources={"settings": settings})
+    assert again.asset_materializations_for_node("deepcad_corpus")[0].metadata["generated_sample_corpus"].value is False
+
+
+def test_full_scale_subset_materializes_with_manifest_and_passing_checks(settings):
+    result = dg.materialize([deepcad_corpus, cad_subset], resources={"settings": settings}, partition_key="full")
+    assert result.success
+    metadata = result.asset_materializations_for_node("cad_subset")[0].metadata
+    manifest = pd.read_parquet(metadata["manifest"].value)
+    train = manifest[manifest.selected & (manifest.split == "train")]
+    validation = manifest[manifest.selected & (manifest.split == "validation")]
+    assert metadata["train_models"].value == len(train) > 0
+    assert metadata["validation_models"].value == len(validation) == min(len(train) // 10, (manifest.split == "validation").sum())
+    assert train.valid.all() and (train.volume > 0).all()
+    assert (train.bbox_max_x >= train.bbox_min_x).all()
+    assert metadata["models_per_second"].value > 0
+    checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+    assert checks == {"subset_size": True, "no_split_leak": True, "nested_in_smaller_scales": True}
+
+
+def test_scale_larger_than_the_corpus_fails_with_an_actionable_message(settings):
+    result = dg.materialize([cad_subset], resources={"settings": settings}, partition_key="1k", raise_on_error=False)
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    message = failure.step_failure_data.user_failure_data.description
+    assert "1,000 train models" in message and "CAD_PIPELINE_CORPUS" in message
+
+
+def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
+    env = {**os.environ, "CAD_PIPELINE_DATA": str(tmp_path), "CAD_PIPELINE_SCALES": "10,20,full", "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    corpus = tmp_path / "deepcad"
+    subprocess.run([CLI, "sample", "--out", corpus, "--models", "40", "--seed", "5"], check=True, capture_output=True, timeout=600)
+    for scale in ("10", "20"):
+        result = subprocess.run([CLI, "materialize", "--scale", scale], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "check cad_subset.nested_in_smaller_scales: passed" in result.stdout
+        assert f"partitions/{scale}/manifest.parquet" in result.stdout
+    small, large = (pd.read_parquet(tmp_path / "partitions" / s / "manifest.parquet") for s in ("10", "20"))
+    small_train = small.query("selected and split == 'train'").id.tolist()
+    large_train = large.query("selected and split == 'train'").id.tolist()
+    assert len(small_train) == 10 and len(large_train) == 20
+    assert large_train[:10] == small_train
+    unknown = subprocess.run([CLI, "materialize", "--scale", "5"], env=env, capture_output=True, text=True, timeout=600)
+    assert unknown.returncode == 2 and "configured scales: 10, 20, full" in unknown.stderr

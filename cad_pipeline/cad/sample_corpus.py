@@ -46,7 +46,7 @@ ONSHAPE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 """The digits of Onshape's deterministic ids ("JGC", "KGBB")."""
 ENTITY_ID_CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
-EXTRUDE_COUNT_WEIGHTS = ((1, 45.0), (2, 25.0), (3, 12.0), (4, 6.0), (5, 4.0), (6, 3.0), (7, 2.0), (8, 1.3), (9, 1.0), (10, 0.7))
+EXTRUDE_COUNT_WEIGHTS = ((1, 55.0), (2, 25.0), (3, 9.5), (4, 3.8), (5, 2.3), (6, 1.5), (7, 1.0), (8, 0.7), (9, 0.6), (10, 0.6))
 """Extrudes per model, shaped like DeepCAD: mostly one to three, up to its MAX_N_EXT of ten."""
 SIZE_RANGE = (0.003, 0.8)
 """Metres spanned by a model's base sketch, drawn log-uniformly; thickness and features take the largest to about a metre."""
@@ -57,6 +57,8 @@ INCH_STEPS = tuple(0.0254 / divisions for divisions in (256, 128, 64, 32, 16, 8,
 MIN_FILL = 1e-3
 """Smallest volume / bounding-box volume kept; below it the solid is a sliver."""
 MAX_ATTEMPTS = 200
+MAX_EXTRUDES = 10
+"""DeepCAD's limit on extrudes after multi-profile extrudes are split (MAX_N_EXT); longer models are redrawn."""
 HOLDOUT_SHARE = 0.08
 """Share of models in each of the validation and test splits."""
 PARALLEL_MIN_MODELS = 200
@@ -157,7 +159,10 @@ def generate_model(rng: random.Random, model_id: str) -> dict:
 def _sound_bbox(data: dict, model_id: str):
     """The built solid's exact box, or None when the model fails to build or is not one sound solid."""
     try:
-        shape = build_solid(read_dict(data, model_id))
+        sequence = read_dict(data, model_id)
+        if len(sequence.extrudes) > MAX_EXTRUDES:
+            return None
+        shape = build_solid(sequence)
     except ModelError:
         return None
     if _solid_count(shape) != 1 or not BRepCheck_Analyzer(shape).IsValid():
@@ -735,7 +740,7 @@ def _size_and_grid(rng: random.Random) -> tuple[float, float]:
 
 
 FEATURES = (
-    ("boss", 30), ("pocket", 26), ("pattern", 11), ("cross_hole", 7), ("cross_bar", 6),
+    ("boss", 30), ("pocket", 26), ("pattern", 6), ("cross_hole", 7), ("cross_bar", 6),
     ("new_body", 7), ("hole_fill", 5), ("intersect", 6),
 )
 """Kinds of later extrude, with weights; an intersect only ever ends a model."""

@@ -61,11 +61,11 @@ def read_bytes(raw: bytes | str, model_id: str) -> CadSequence:
     except _NonFiniteConstant as constant:
         raise ModelError(
             "non_finite_number",
-            f"{model_id}: the file contains {constant.name}{_position_of(raw, constant.name)}, which is not valid JSON; "
+            f"the file contains {constant.name}{_position_of(raw, constant.name)}, which is not valid JSON; "
             "every number must be finite",
         ) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise ModelError("invalid_json", f"{model_id}: not valid JSON ({error}); re-download or regenerate the file") from None
+        raise ModelError("invalid_json", f"not valid JSON ({error}); re-download or regenerate the file") from None
     return read_dict(data, model_id)
 
 
@@ -98,10 +98,10 @@ def read_dict(data: object, model_id: str) -> CadSequence:
         if empty_extrudes:
             raise ModelError(
                 "empty_profiles",
-                f"{model_id}: no extrude has any profile: the profiles list of {_id_list(empty_extrudes)} is empty "
+                f"no extrude has any profile: the profiles list of {_id_list(empty_extrudes)} is empty "
                 "(the extrude selects no sketch region), so there is no solid",
             )
-        raise ModelError("no_extrude", f"{model_id}: the sequence has no ExtrudeFeature, so there is no solid")
+        raise ModelError("no_extrude", f"the sequence has no ExtrudeFeature, so there is no solid")
     return CadSequence(model_id=model_id, extrudes=tuple(extrudes), stated_bbox=_read_bbox(model))
 
 

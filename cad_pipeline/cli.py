@@ -79,7 +79,10 @@ def _sample(args) -> int:
 
     if args.models < 1:
         raise UsageError("--models must be at least 1")
-    summary = write_corpus(args.out, args.models, args.seed)
+    from tqdm import tqdm
+
+    with tqdm(total=args.models, unit="model", desc="generating", disable=None) as bar:
+        summary = write_corpus(args.out, args.models, args.seed, progress=lambda done: bar.update(done - bar.n))
     print(json.dumps({"out": str(args.out), **summary.to_json()}))
     return 0
 

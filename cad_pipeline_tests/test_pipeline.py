@@ -69,6 +69,10 @@ def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "check cad_subset.nested_in_smaller_scales: passed" in result.stdout
         assert f"partitions/{scale}/manifest.parquet" in result.stdout
+        reused = int(result.stdout.split("models_reused=")[1].split(",")[0])
+        assert reused == 0 if scale == "10" else reused >= len(small_examined)
+        if scale == "10":
+            small_examined = pd.read_parquet(tmp_path / "partitions" / "10" / "manifest.parquet").id.tolist()
     small, large = (pd.read_parquet(tmp_path / "partitions" / s / "manifest.parquet") for s in ("10", "20"))
     small_train = small.query("selected and split == 'train'").id.tolist()
     large_train = large.query("selected and split == 'train'").id.tolist()

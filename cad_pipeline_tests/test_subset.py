@@ -117,3 +117,37 @@ def test_bad_scale_names_are_rejected(name):
 def test_configured_scales_are_sorted_smallest_first(monkeypatch):
     monkeypatch.setenv("CAD_PIPELINE_SCALES", "full,10k,50k,1k")
     assert configured_scales() == ["1k", "10k", "50k", "full"]
+
+
+def test_store_lets_a_larger_scale_reuse_every_model_a_smaller_one_built(real_corpus, tmp_path):
+    with ThreadPoolExecutor(2) as executor:
+        small = select_subset(real_corpus, 3, seed=5, executor=executor, store=tmp_path)
+        large = select_subset(real_corpus, 7, seed=5, executor=executor, store=tmp_path)
+        again = select_subset(real_corpus, 7, seed=5, executor=executor, store=tmp_path)
+        unstored = select_subset(real_corpus, 7, seed=5, executor=executor)
+    assert small.n_reused == 0
+    built_before = set(small.manifest.id[small.manifest.sha256.notna()])
+    reused_now = set(large.manifest.id[large.manifest.reused])
+    assert built_before <= reused_now  # batches may build a few models past the last one a scale needs
+    assert again.n_reused == again.manifest.sha256.notna().sum()
+    columns = [c for c in unstored.manifest.columns if c != "reused"]
+    pd.testing.assert_frame_equal(again.manifest[columns], unstored.manifest[columns])
+
+
+def test_changed_file_content_is_built_again(real_corpus, tmp_path):
+    corpus_copy = tmp_path / "corpus"
+    shutil.copytree(real_corpus.root, corpus_copy)
+    corpus = Corpus.open(corpus_copy)
+    with ThreadPoolExecutor(2) as executor:
+        select_subset(corpus, None, seed=0, executor=executor, store=tmp_path / "store")
+        target = corpus.path_of("0000/00000007")
+        data = json.loads(target.read_text())
+        for entity in data["entities"].values():
+            if entity["type"] == "ExtrudeFeature":
+                entity["extent_one"]["distance"]["value"] *= 2
+        target.write_text(json.dumps(data))
+        result = select_subset(corpus, None, seed=0, executor=executor, store=tmp_path / "store")
+    row = result.manifest.set_index("id").loc["0000/00000007"]
+    assert not row.reused
+    assert row.volume == pytest.approx(2 * 0.000661499126917513, rel=1e-6)
+    assert result.n_reused == result.manifest.sha256.notna().sum() - 1

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
+
+import OCP
 
 from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes
@@ -29,6 +34,28 @@ class ModelReport:
         record = asdict(self)
         del record["reason_code"]
         return record
+
+    def to_stored_json(self) -> bytes:
+        """Everything but the id: the report depends only on the file's content."""
+        record = asdict(self)
+        del record["id"]
+        return json.dumps(record).encode()
+
+    @classmethod
+    def from_stored_json(cls, raw: bytes, model_id: str) -> ModelReport:
+        record = json.loads(raw)
+        for key in ("bbox_min", "bbox_max"):
+            record[key] = tuple(record[key]) if record[key] is not None else None
+        return cls(id=model_id, **record)
+
+
+@cache
+def inspector_version() -> str:
+    """Changes whenever the code that decides a report changes, so stored reports never go stale."""
+    digest = hashlib.sha256(OCP.__version__.encode())
+    for module in ("sequence", "loops", "deepcad_json", "build", "measure", "errors", "inspect"):
+        digest.update(Path(__file__).with_name(f"{module}.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def inspect_bytes(raw: bytes | str, model_id: str) -> ModelReport:

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from cad_pipeline.cad.inspect import inspect_bytes, inspect_file
+from cad_pipeline.cad.inspect import ModelReport, inspect_bytes, inspect_file, inspector_version
 from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus
-from cad_pipeline.files import atomic_write_parquet
+from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
+from cad_pipeline.store import store_path
 
 MANIFEST_COLUMNS = [
     "id", "split", "order", "selected", "valid", "reason_code", "reason", "n_extrudes", "n_curves", "volume", "area",
-    "bbox_min_x", "bbox_min_y", "bbox_min_z", "bbox_max_x", "bbox_max_y", "bbox_max_z", "sha256",
+    "bbox_min_x", "bbox_min_y", "bbox_min_z", "bbox_max_x", "bbox_max_y", "bbox_max_z", "sha256", "reused",
 ]  # fmt: skip
 
 
@@ -51,6 +52,10 @@ class SubsetResult:
         return dict(Counter(self.manifest.loc[~self.manifest.valid, "reason_code"]).most_common())
 
     @property
+    def n_reused(self) -> int:
+        return int(self.manifest.reused.sum())
+
+    @property
     def models_per_second(self) -> float:
         return len(self.manifest) / self.seconds if self.seconds > 0 else float("inf")
 
@@ -67,9 +72,14 @@ def select_subset(
     n_train: int | None,
     seed: int,
     executor: Executor,
+    store: Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SubsetResult:
-    """Build models in seeded order until n_train valid train models (None: all) and their validation share are found."""
+    """Build models in seeded order until n_train valid train models (None: all) and their validation share are found.
+
+    With a `store`, each model's report is kept by content, so a larger scale or a rerun reuses
+    every model an earlier one built.
+    """
     started = time.perf_counter()
     train_ids = corpus.splits["train"]
     if n_train is not None and n_train > len(train_ids):
@@ -77,7 +87,7 @@ def select_subset(
             f"this scale needs {n_train:,} train models but the corpus at {corpus.root} has {len(train_ids):,} "
             f"({sum(len(ids) for ids in corpus.splits.values()):,} models in all). {DOWNLOAD_HINT}"
         )
-    train = _take_valid(corpus, "train", seeded_order(train_ids, seed), n_train, executor, progress)
+    train = _take_valid(corpus, store, "train", seeded_order(train_ids, seed), n_train, executor, progress)
     n_found = sum(record["valid"] for record in train)
     if n_train is not None and n_found < n_train:
         raise ScaleTooLarge(
@@ -85,7 +95,7 @@ def select_subset(
             f"{len(train_ids):,} train models at {corpus.root} build. {DOWNLOAD_HINT}"
         )
     validation_order = seeded_order(corpus.splits["validation"], seed)
-    validation = _take_valid(corpus, "validation", validation_order, n_found // 10, executor, progress)
+    validation = _take_valid(corpus, store, "validation", validation_order, n_found // 10, executor, progress)
     records = train + validation
     manifest = pd.DataFrame.from_records(records, columns=MANIFEST_COLUMNS)
     return SubsetResult(manifest=manifest, seconds=time.perf_counter() - started)
@@ -97,6 +107,7 @@ def write_manifest(result: SubsetResult, path: Path) -> None:
 
 def _take_valid(
     corpus: Corpus,
+    store: Path | None,
     split: str,
     order: list[str],
     wanted: int | None,
@@ -110,7 +121,7 @@ def _take_valid(
         missing = len(order) if wanted is None else wanted - found
         batch = order[position : position + missing + missing // 20 + 8]
         position += len(batch)
-        jobs = [(str(corpus.root), model_id) for model_id in batch]
+        jobs = [(str(corpus.root), model_id, str(store) if store else None) for model_id in batch]
         for record in executor.map(inspect_corpus_model, jobs, chunksize=max(1, min(64, len(jobs) // 32))):
             record.update(split=split, order=len(records), selected=record["valid"])
             records.append(record)
@@ -122,16 +133,17 @@ def _take_valid(
     return records
 
 
-def inspect_corpus_model(job: tuple[str, str]) -> dict:
-    """Worker: one model's manifest row (runs in a pool process)."""
-    root, model_id = job
+def inspect_corpus_model(job: tuple[str, str, str | None]) -> dict:
+    """Worker: one model's manifest row (runs in a pool process), from the store when it was built before."""
+    root, model_id, store = job
     path = Corpus(root=Path(root), splits={}).path_of(model_id)
     try:
         raw = path.read_bytes()
     except OSError:
-        report, digest = inspect_file(path), None
+        report, digest, reused = inspect_file(path), None, False
     else:
-        report, digest = inspect_bytes(raw, model_id), hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(raw).hexdigest()
+        report, reused = _stored_or_inspected(raw, digest, model_id, store)
     low = report.bbox_min or (None, None, None)
     high = report.bbox_max or (None, None, None)
     return {
@@ -146,4 +158,17 @@ def inspect_corpus_model(job: tuple[str, str]) -> dict:
         "bbox_min_x": low[0], "bbox_min_y": low[1], "bbox_min_z": low[2],
         "bbox_max_x": high[0], "bbox_max_y": high[1], "bbox_max_z": high[2],
         "sha256": digest,
+        "reused": reused,
     }  # fmt: skip
+
+
+def _stored_or_inspected(raw: bytes, digest: str, model_id: str, store: str | None) -> tuple[ModelReport, bool]:
+    if store is None:
+        return inspect_bytes(raw, model_id), False
+    path = store_path(Path(store), "reports", inspector_version(), digest, ".json")
+    try:
+        return ModelReport.from_stored_json(path.read_bytes(), model_id), True
+    except (OSError, ValueError, TypeError):
+        report = inspect_bytes(raw, model_id)
+        atomic_write_bytes(path, report.to_stored_json())
+        return report, False

@@ -56,8 +56,9 @@ def deepcad_corpus(context: dg.AssetExecutionContext, settings: PipelineSettings
     ],
     description=(
         "Nested, deterministic subset for one scale: the first N buildable train models of one fixed seeded order "
-        "of the split, plus min(N/10, available) validation models. Each model is built with OpenCASCADE once; "
-        "unbuildable models are skipped and listed with their reason in the manifest (parquet)."
+        "of the split, plus min(N/10, available) validation models. Each model is built with OpenCASCADE once and "
+        "its report kept in the content-addressed store, so larger scales and reruns reuse it; unbuildable models "
+        "are skipped and listed with their reason in the manifest (parquet)."
     ),
 )
 def cad_subset(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
@@ -65,14 +66,14 @@ def cad_subset(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
     corpus, _ = _open_corpus(settings)
     with settings.executor() as executor:
         try:
-            result = select_subset(corpus, scale_size(scale), settings.subset_seed, executor)
+            result = select_subset(corpus, scale_size(scale), settings.subset_seed, executor, store=settings.store_path)
         except ScaleTooLarge as error:
             raise dg.Failure(description=f"scale {scale}: {error}") from None
     path = settings.partition_dir(scale) / MANIFEST
     write_manifest(result, path)
     context.log.info(
         f"{scale}: {result.n_train:,} train + {result.n_validation:,} validation models from "
-        f"{len(result.manifest):,} examined in {result.seconds:.1f} s"
+        f"{len(result.manifest):,} examined ({result.n_reused:,} reused from the store) in {result.seconds:.1f} s"
     )
     return dg.MaterializeResult(
         metadata=_subset_metadata(result, path),
@@ -95,6 +96,8 @@ def _subset_metadata(result: SubsetResult, path) -> dict:
         "train_models": result.n_train,
         "validation_models": result.n_validation,
         "models_examined": len(manifest),
+        "models_built": len(manifest) - result.n_reused,
+        "models_reused": result.n_reused,
         "invalid_models": int((~manifest.valid).sum()),
         "invalid_by_reason": dg.MetadataValue.json(result.invalid_by_reason),
         "invalid_examples": dg.MetadataValue.md(invalid.to_markdown(index=False) if len(invalid) else "none"),

@@ -28,6 +28,10 @@ class PipelineSettings(dg.ConfigurableResource):
     def generates_sample_corpus(self) -> bool:
         return not self.corpus_dir
 
+    @property
+    def store_path(self) -> Path:
+        return Path(self.data_root) / "store"
+
     def partition_dir(self, scale: str) -> Path:
         return Path(self.data_root) / "partitions" / scale
 

@@ -66,7 +66,9 @@ def cad_subset(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
     corpus, _ = _open_corpus(settings)
     with settings.executor() as executor:
         try:
-            result = select_subset(corpus, scale_size(scale), settings.subset_seed, executor, store=settings.store_path)
+            result = select_subset(
+                corpus, scale_size(scale), settings.subset_seed, executor, store=settings.store_path, progress=_log_every(context, 1000)
+            )
         except ScaleTooLarge as error:
             raise dg.Failure(description=f"scale {scale}: {error}") from None
     path = settings.partition_dir(scale) / MANIFEST
@@ -79,6 +81,19 @@ def cad_subset(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
         metadata=_subset_metadata(result, path),
         check_results=_subset_checks(pd.read_parquet(path), corpus, settings, scale),
     )
+
+
+def _log_every(context: dg.AssetExecutionContext, step: int):
+    """A progress callback that logs a line every `step` models, so long scales show they are moving."""
+    done = 0
+
+    def advance(count: int) -> None:
+        nonlocal done
+        done += count
+        if done % step == 0:
+            context.log.info(f"{done:,} models examined")
+
+    return advance
 
 
 def _open_corpus(settings: PipelineSettings) -> tuple[Corpus, bool]:

@@ -39,7 +39,7 @@ def _slot(rng: random.Random, rect: Rect, grid: float) -> Shape:
     r = snap_down(min(rect.height / 2, rect.width / 2.6), grid / 2)
     if r <= 0.0:
         return _rectangle(rng, rect, grid)
-    (cx, cy), x0, x1 = rect.center, rect.x0, rect.x1
+    cy, x0, x1 = rect.center[1], rect.x0, rect.x1
     path = [
         ((x0 + r, cy - r), None),
         ((x1 - r, cy - r), ((x1 - r, cy), r, True)),
@@ -54,7 +54,7 @@ def _tab(rng: random.Random, rect: Rect, grid: float) -> Shape:
     r = snap_down(min(rect.height / 2, rect.width / 2.2), grid / 2)
     if r <= 0.0:
         return _rectangle(rng, rect, grid)
-    (cx, cy), x0, x1 = rect.center, rect.x0, rect.x1
+    cy, x0, x1 = rect.center[1], rect.x0, rect.x1
     path = [((x0, cy - r), None), ((x1 - r, cy - r), ((x1 - r, cy), r, True)), ((x1 - r, cy + r), None), ((x0, cy + r), None)]
     return Shape(closed_loop(path), Rect(x0 + 0.08 * rect.width, cy - 0.7 * r, x1 - 0.75 * r, cy + 0.7 * r))
 

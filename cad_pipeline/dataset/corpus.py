@@ -48,8 +48,7 @@ class Corpus:
         return cls(root=root, splits=splits)
 
     def path_of(self, model_id: str) -> Path:
-        """File of an id as the split file writes it (`<bucket>/<id>`)."""
-        return self.root / "cad_json" / f"{model_id}.json"
+        return model_path(self.root, model_id)
 
     def describe(self) -> dict:
         """Counts a user checks first: files on disk, split sizes, and split ids without a file."""
@@ -61,6 +60,11 @@ class Corpus:
             "split_sizes": {split: len(ids) for split, ids in self.splits.items()},
             "missing_files": missing,
         }
+
+
+def model_path(root: Path, model_id: str) -> Path:
+    """File of an id as the split file writes it (`<bucket>/<id>`)."""
+    return Path(root) / "cad_json" / f"{model_id}.json"
 
 
 def open_or_generate(root: Path, generate_if_missing: bool, sample_models: int, sample_seed: int) -> tuple[Corpus, bool]:

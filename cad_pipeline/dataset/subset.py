@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from cad_pipeline.cad.inspect import ModelReport, inspect_bytes, inspect_file, inspector_version
-from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus
+from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus, model_path
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.store import store_path
 
@@ -136,7 +136,7 @@ def _take_valid(
 def inspect_corpus_model(job: tuple[str, str, str | None]) -> dict:
     """Worker: one model's manifest row (runs in a pool process), from the store when it was built before."""
     root, model_id, store = job
-    path = Corpus(root=Path(root), splits={}).path_of(model_id)
+    path = model_path(Path(root), model_id)
     try:
         raw = path.read_bytes()
     except OSError:

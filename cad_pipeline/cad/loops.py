@@ -54,14 +54,14 @@ def assemble_profile(raw_loops: list[list[Curve]], where: str) -> Profile:
     outer, holes = loops[0], loops[1:]
     for hole in holes:
         probe = _curve_start(hole.loop.curves[0])
-        if not _contains(outer.loop, probe):
+        if not _contains(outer.loop, probe, tolerance):
             raise ModelError(
                 "loops_not_nested",
                 f"{where}: loop {hole.number} lies outside the outer loop (loop {outer.number}, the one that starts "
                 "furthest left); a profile must be one region (an outer loop and the holes inside it)",
             )
         for other in holes:
-            if other is not hole and _contains(other.loop, probe):
+            if other is not hole and _contains(other.loop, probe, tolerance):
                 raise ModelError(
                     "loops_not_nested",
                     f"{where}: loop {hole.number} lies inside loop {other.number}, which is a hole; a profile must be "
@@ -288,35 +288,32 @@ def _on_circular(curve: Arc | Circle, point: Point2, tolerance: float) -> bool:
     return (math.atan2(point[1] - cy, point[0] - cx) - a0) % (2.0 * math.pi) <= sweep
 
 
-def _contains(loop: Loop, point: Point2) -> bool:
-    """Even-odd test against the loop, with arcs flattened finely enough for points away from the boundary."""
-    polygon = _polyline(loop)
+def _contains(loop: Loop, point: Point2, tolerance: float) -> bool:
+    """Exact even-odd test: a ray from the point towards +x, crossing lines and arcs as they are.
+
+    The ray's height is nudged (by less than the tolerance, so a point well away from the loop
+    keeps its side) until no vertex lies near it; then every crossing is a clean one.
+    """
     px, py = point
-    inside = False
-    for (x0, y0), (x1, y1) in zip(polygon, polygon[1:] + polygon[:1]):
-        if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
-            inside = not inside
-    return inside
-
-
-def _polyline(loop: Loop) -> list[Point2]:
-    points: list[Point2] = []
+    vertices = [curve.start for curve in loop.curves if not isinstance(curve, Circle)]
+    vertices += [(c.center[0], c.center[1] + s * c.radius) for c in loop.curves if isinstance(c, Circle) for s in (-1, 1)]
+    step = 0
+    while any(abs(y - py) <= 0.05 * tolerance for _, y in vertices):
+        step += 1
+        py = point[1] + 0.0731 * tolerance * step * (-1) ** step
+    crossings = 0
     for curve in loop.curves:
         if isinstance(curve, Line):
-            points.append(curve.start)
+            (x0, y0), (x1, y1) = curve.start, curve.end
+            if (y0 > py) != (y1 > py) and px < x0 + (py - y0) * (x1 - x0) / (y1 - y0):
+                crossings += 1
             continue
-        cx, cy = curve.center
-        if isinstance(curve, Circle):
-            a0, sweep = 0.0, 2.0 * math.pi
-        else:
-            a0 = math.atan2(curve.start[1] - cy, curve.start[0] - cx)
-            sweep = _sweep(curve) if curve.is_ccw else -_sweep(curve)
-        steps = max(4, int(abs(sweep) / (2.0 * math.pi) * 64))
-        points.extend(
-            (cx + curve.radius * math.cos(a0 + sweep * k / steps), cy + curve.radius * math.sin(a0 + sweep * k / steps))
-            for k in range(steps)
-        )
-    return points
+        (cx, cy), radius = curve.center, curve.radius
+        if abs(py - cy) >= radius:
+            continue
+        half = math.sqrt(radius * radius - (py - cy) ** 2)
+        crossings += sum(1 for x in (cx - half, cx + half) if x > px and _on_circular(curve, (x, py), 0.0))
+    return crossings % 2 == 1
 
 
 def _sweep(arc: Arc) -> float:

@@ -1,0 +1,1 @@
+"""Orthographic views of built solids: cameras, exact hidden-line removal, drawing and PNG encoding."""

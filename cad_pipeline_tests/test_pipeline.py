@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
+from cad_pipeline.defs.render import rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
 
 CLI = str(Path(sys.executable).with_name("cad-pipeline"))
@@ -51,6 +52,25 @@ def test_full_scale_subset_materializes_with_manifest_and_passing_checks(setting
     assert checks == {"subset_size": True, "no_split_leak": True, "nested_in_smaller_scales": True}
 
 
+def test_rendered_views_draw_every_selected_model_once_and_reuse_them(settings):
+    assets = [deepcad_corpus, cad_subset, rendered_views]
+    first = dg.materialize(assets, resources={"settings": settings}, partition_key="full")
+    assert first.success
+    metadata = first.asset_materializations_for_node("rendered_views")[0].metadata
+    manifest = pd.read_parquet(first.asset_materializations_for_node("cad_subset")[0].metadata["manifest"].value)
+    n_selected = int(manifest.selected.sum())
+    assert (metadata["rendered"].value, metadata["reused"].value, metadata["failed"].value) == (n_selected, 0, 0)
+    index = pd.read_parquet(metadata["index"].value)
+    assert len(index) == 3 * n_selected and set(index.view) == {"front", "top", "right"}
+    assert all(Path(image).is_file() for image in index.image)
+    assert "data:image/png;base64," in metadata["gallery"].value
+    checks = {evaluation.check_name: evaluation.passed for evaluation in first.get_asset_check_evaluations()}
+    assert checks["renders_complete"] is True
+    again = dg.materialize(assets, resources={"settings": settings}, partition_key="full")
+    metadata = again.asset_materializations_for_node("rendered_views")[0].metadata
+    assert (metadata["rendered"].value, metadata["reused"].value) == (0, n_selected)
+
+
 def test_scale_larger_than_the_corpus_fails_with_an_actionable_message(settings):
     result = dg.materialize([cad_subset], resources={"settings": settings}, partition_key="1k", raise_on_error=False)
     assert not result.success
@@ -64,6 +84,7 @@ def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
     (tmp_path / "home").mkdir()
     corpus = tmp_path / "deepcad"
     subprocess.run([CLI, "sample", "--out", corpus, "--models", "40", "--seed", "5"], check=True, capture_output=True, timeout=600)
+    rendered_before = set()
     for scale in ("10", "20"):
         result = subprocess.run([CLI, "materialize", "--scale", scale], env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -71,6 +92,10 @@ def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
         assert f"partitions/{scale}/manifest.parquet" in result.stdout
         reused = int(result.stdout.split("models_reused=")[1].split(",")[0])
         assert reused == 0 if scale == "10" else reused >= len(small_examined)
+        rendered = int(result.stdout.split("rendered=")[1].split(",")[0])
+        selected = set(pd.read_parquet(tmp_path / "partitions" / scale / "manifest.parquet").query("selected").id)
+        assert rendered == len(selected - rendered_before) > 0, "each scale renders exactly the models that are new to it"
+        rendered_before |= selected
         if scale == "10":
             small_examined = pd.read_parquet(tmp_path / "partitions" / "10" / "manifest.parquet").id.tolist()
     small, large = (pd.read_parquet(tmp_path / "partitions" / s / "manifest.parquet") for s in ("10", "20"))

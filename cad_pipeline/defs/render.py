@@ -1,0 +1,123 @@
+"""Rendered views: orthographic line drawings of every model of a scale, from the shared render store."""
+
+import base64
+import struct
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from cad_pipeline.dataset.corpus import model_path
+from cad_pipeline.defs.data import MANIFEST, OWNERS, cad_subset
+from cad_pipeline.defs.partitions import scale_partitions
+from cad_pipeline.defs.resources import PipelineSettings
+from cad_pipeline.files import atomic_write_parquet
+from cad_pipeline.render.batch import BatchResult, RenderSettings, render_models
+from cad_pipeline.render.gallery import contact_sheet
+from cad_pipeline.render.views import parse_views
+
+RENDER_INDEX = "renders.parquet"
+GALLERY_MODELS = 4
+
+
+class RenderConfig(dg.Config):
+    views: list[str] = ["front", "top", "right"]
+    """Any of front, back, top, bottom, left, right, iso."""
+    size: int = 512
+    """Image width and height in pixels."""
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"python", "png"},
+    owners=OWNERS,
+    partitions_def=scale_partitions,
+    deps=[cad_subset],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "renders_complete", asset="rendered_views", description="Every selected model has every view, as a PNG of the configured size."
+        )
+    ],
+    description=(
+        "Orthographic engineering drawings (visible edges solid, hidden edges dashed, one scale per model) of every "
+        "model of the scale, one PNG per view. Images live in a content-addressed store keyed by the model file, the "
+        "render settings and the renderer version, so a larger scale renders only its new models."
+    ),
+)
+def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, settings: PipelineSettings) -> dg.MaterializeResult:
+    scale = context.partition_key
+    parse_views(config.views)
+    render_settings = RenderSettings(views=tuple(config.views), size=config.size)
+    manifest = pd.read_parquet(settings.partition_dir(scale) / MANIFEST)
+    selected = manifest[manifest.selected]
+    files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}
+    with settings.executor() as executor:
+        result = render_models(files, render_settings, settings.store_path, executor)
+    index = _render_index(result, selected)
+    index_path = settings.partition_dir(scale) / RENDER_INDEX
+    atomic_write_parquet(index, index_path)
+    context.log.info(
+        f"{scale}: {result.count('rendered'):,} rendered, {result.count('reused'):,} reused, "
+        f"{result.count('failed'):,} failed in {result.seconds:.1f} s"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "index": dg.MetadataValue.path(str(index_path.resolve())),
+            "store": dg.MetadataValue.path(str(settings.store_path.resolve())),
+            "models": len(result.outcomes),
+            "rendered": result.count("rendered"),
+            "reused": result.count("reused"),
+            "failed": result.count("failed"),
+            "failed_by_reason": dg.MetadataValue.json(result.failed_by_reason),
+            "seconds": round(result.seconds, 2),
+            "models_per_minute": round(result.models_per_minute, 1),
+            "gallery": dg.MetadataValue.md(_gallery_markdown(index, config.views, config.size)),
+        },
+        check_results=[_renders_complete(index, selected, config)],
+    )
+
+
+def _render_index(result: BatchResult, selected: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, view) image, with the model's split, in subset order."""
+    split_of = dict(zip(selected.id, selected.split))
+    rows = [
+        {"id": outcome.id, "split": split_of[outcome.id], "view": view, "image": image}
+        for outcome in result.outcomes
+        for view, image in outcome.images.items()
+    ]
+    return pd.DataFrame(rows, columns=["id", "split", "view", "image"])
+
+
+def _renders_complete(index: pd.DataFrame, selected: pd.DataFrame, config: RenderConfig) -> dg.AssetCheckResult:
+    """Reads every image's PNG header, so a missing or wrong-size file fails the check."""
+    present = {(row.id, row.view) for row in index.itertuples() if _png_size(Path(row.image)) == (config.size, config.size)}
+    missing = [f"{model_id} {view}" for model_id in selected.id for view in config.views if (model_id, view) not in present]
+    return dg.AssetCheckResult(
+        check_name="renders_complete",
+        passed=not missing,
+        metadata={"images_checked": len(index), "missing_or_wrong_size": dg.MetadataValue.json(missing[:50])},
+    )
+
+
+def _png_size(path: Path) -> tuple[int, int] | None:
+    try:
+        with path.open("rb") as stream:
+            header = stream.read(24)
+    except OSError:
+        return None
+    if header[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return struct.unpack(">II", header[16:24])
+
+
+def _gallery_markdown(index: pd.DataFrame, views: list[str], size: int) -> str:
+    models = list(dict.fromkeys(index.id))[:GALLERY_MODELS]
+    if not models:
+        return "no images"
+    images = index.set_index(["id", "view"]).image
+    rows = [[np.asarray(Image.open(images[(model_id, view)])) for view in views] for model_id in models]
+    sheet = contact_sheet(rows, factor=max(1, size // 128))
+    caption = f"{', '.join(models)} ({', '.join(views)})"
+    return f"{caption}\n\n![gallery](data:image/png;base64,{base64.b64encode(sheet).decode()})"

@@ -1,0 +1,118 @@
+"""Rendering many models through an Executor, never twice: images live in the content-addressed store.
+
+A model's images are keyed by the hash of its file, the render settings and the renderer's own
+code, so any scale that meets the same model again finds its images already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import OCP
+
+from cad_pipeline.cad.build import OCC_ERRORS, build_solid
+from cad_pipeline.cad.deepcad_json import read_bytes
+from cad_pipeline.cad.errors import ModelError
+from cad_pipeline.files import atomic_write_bytes
+from cad_pipeline.render.drawing import LineStyle, draw_views, encode_png
+from cad_pipeline.render.views import parse_views
+from cad_pipeline.store import store_path
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    views: tuple[str, ...] = ("front", "top", "right")
+    size: int = 512
+
+    def version(self) -> str:
+        """Names the images these settings and this renderer make; part of every store path."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
+        digest.update(_renderer_code_digest().encode())
+        return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RenderOutcome:
+    id: str
+    status: str
+    """rendered, reused or failed."""
+    reason_code: str | None
+    reason: str | None
+    images: dict[str, str]
+    """View name -> PNG path in the store."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    outcomes: list[RenderOutcome]
+    seconds: float
+
+    def count(self, status: str) -> int:
+        return sum(outcome.status == status for outcome in self.outcomes)
+
+    @property
+    def failed_by_reason(self) -> dict[str, int]:
+        return dict(Counter(o.reason_code for o in self.outcomes if o.status == "failed").most_common())
+
+    @property
+    def models_per_minute(self) -> float:
+        return 60.0 * len(self.outcomes) / self.seconds if self.seconds > 0 else float("inf")
+
+
+def render_models(
+    files: dict[str, Path],
+    settings: RenderSettings,
+    store: Path,
+    executor: Executor,
+    progress: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """Render every model (id -> file) that the store does not hold yet; report what happened to each."""
+    started = time.perf_counter()
+    jobs = [(model_id, str(path), settings, str(store)) for model_id, path in files.items()]
+    outcomes = []
+    for outcome in executor.map(render_one, jobs, chunksize=max(1, min(16, len(jobs) // 16))):
+        outcomes.append(outcome)
+        if progress:
+            progress(1)
+    return BatchResult(outcomes=outcomes, seconds=time.perf_counter() - started)
+
+
+def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:
+    """Worker: one model's images, from the store when they are all there, else built and drawn now."""
+    model_id, path, settings, store = job
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        return RenderOutcome(model_id, "failed", "unreadable_file", f"cannot read {path}: {error.strerror}", {})
+    key = hashlib.sha256(raw).hexdigest()
+    version = settings.version()
+    images = {view: str(store_path(Path(store), "renders", version, key, f"_{view}.png")) for view in settings.views}
+    if all(Path(image).is_file() for image in images.values()):
+        return RenderOutcome(model_id, "reused", None, None, images)
+    try:
+        drawings = draw_views(build_solid(read_bytes(raw, model_id)), parse_views(list(settings.views)), LineStyle(size=settings.size))
+    except ModelError as error:
+        return RenderOutcome(model_id, "failed", error.code, error.message, {})
+    except OCC_ERRORS as error:
+        return RenderOutcome(model_id, "failed", "occ_failure", f"OpenCASCADE failed while drawing: {error}", {})
+    for view, image in drawings.items():
+        atomic_write_bytes(Path(images[view]), encode_png(image))
+    return RenderOutcome(model_id, "rendered", None, None, images)
+
+
+@cache
+def _renderer_code_digest() -> str:
+    """Source of the renderer and the builder it draws, plus the OpenCASCADE version."""
+    digest = hashlib.sha256(OCP.__version__.encode())
+    package = Path(__file__).parents[1]
+    for module in ("render/views.py", "render/hidden_lines.py", "render/drawing.py", "cad/build.py", "cad/deepcad_json.py", "cad/loops.py"):
+        digest.update((package / module).read_bytes())
+    return digest.hexdigest()

@@ -22,6 +22,7 @@ from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.files import atomic_write_bytes
+from cad_pipeline.parallel import isolated_map
 from cad_pipeline.render.drawing import LineStyle, draw_views, encode_png
 from cad_pipeline.render.views import parse_views
 from cad_pipeline.store import store_path
@@ -67,22 +68,43 @@ class BatchResult:
         return 60.0 * len(self.outcomes) / self.seconds if self.seconds > 0 else float("inf")
 
 
+CHUNK = 16
+"""Models per task: each task forks one sandbox, so a chunk spreads that cost over several models."""
+
+
 def render_models(
     files: dict[str, Path],
     settings: RenderSettings,
     store: Path,
     executor: Executor,
+    timeout: float = 60.0,
     progress: Callable[[int], None] | None = None,
 ) -> BatchResult:
-    """Render every model (id -> file) that the store does not hold yet; report what happened to each."""
+    """Render every model (id -> file) that the store does not hold yet; report what happened to each.
+
+    A model that hangs longer than `timeout` seconds, or crashes its process, is recorded as failed
+    and the rest carry on.
+    """
     started = time.perf_counter()
     jobs = [(model_id, str(path), settings, str(store)) for model_id, path in files.items()]
+    chunks = [jobs[start : start + CHUNK] for start in range(0, len(jobs), CHUNK)]
     outcomes = []
-    for outcome in executor.map(render_one, jobs, chunksize=max(1, min(16, len(jobs) // 16))):
-        outcomes.append(outcome)
+    for chunk_outcomes in executor.map(render_chunk, chunks, [timeout] * len(chunks)):
+        outcomes.extend(chunk_outcomes)
         if progress:
-            progress(1)
+            progress(len(chunk_outcomes))
     return BatchResult(outcomes=outcomes, seconds=time.perf_counter() - started)
+
+
+def render_chunk(jobs: list[tuple[str, str, RenderSettings, str]], timeout: float) -> list[RenderOutcome]:
+    """Worker: a few models, each in a sandbox that is replaced when a model hangs or crashes it."""
+    outcomes = []
+    for job, isolated in zip(jobs, isolated_map(render_one, jobs, timeout)):
+        if isolated.failure is None:
+            outcomes.append(isolated.result)
+        else:
+            outcomes.append(RenderOutcome(job[0], "failed", isolated.failure, f"{job[1]}: {isolated.detail}", {}))
+    return outcomes
 
 
 def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:

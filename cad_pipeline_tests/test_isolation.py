@@ -1,0 +1,78 @@
+"""Per-model isolation: a model that hangs or crashes native code costs one result, never the batch."""
+
+import ctypes
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from cad_pipeline import parallel
+from cad_pipeline.render import batch
+from cad_pipeline.render.batch import RenderSettings, render_models
+from cad_pipeline_tests.conftest import REAL_SAMPLES
+
+SAMPLES = ["00000007", "00000061", "00000330", "00809394"]
+
+
+def _square_unless_bad(value: int) -> int:
+    if value == 3:
+        time.sleep(30)
+    if value == 5:
+        ctypes.string_at(0)  # reads address 0: a segfault, as a crashing native library would cause
+    return value * value
+
+
+def test_isolated_map_survives_a_hang_and_a_segfault():
+    started = time.perf_counter()
+    results = list(parallel.isolated_map(_square_unless_bad, list(range(8)), timeout=1.0))
+    assert [r.result for r in results] == [0, 1, 4, None, 16, None, 36, 49]
+    assert [r.failure for r in results] == [None, None, None, "timeout", None, "crash", None, None]
+    assert "-11" in results[5].detail
+    assert time.perf_counter() - started < 10
+
+
+def _files() -> dict[str, Path]:
+    return {name: REAL_SAMPLES / f"{name}.json" for name in SAMPLES}
+
+
+def test_render_batch_carries_on_past_a_crashing_and_a_hanging_model(monkeypatch, tmp_path):
+    real_draw = batch.draw_views
+
+    def sabotaged_draw(shape, views, style):
+        if sabotaged_draw.model == "00000330":
+            ctypes.string_at(0)
+        if sabotaged_draw.model == "00000061":
+            time.sleep(30)
+        return real_draw(shape, views, style)
+
+    real_read = batch.read_bytes
+
+    def remembering_read(raw, model_id):
+        sabotaged_draw.model = model_id
+        return real_read(raw, model_id)
+
+    monkeypatch.setattr(parallel, "_SANDBOXES", {})  # sandboxes forked from here on carry the sabotage
+    monkeypatch.setattr(batch, "draw_views", sabotaged_draw)
+    monkeypatch.setattr(batch, "read_bytes", remembering_read)
+    with ThreadPoolExecutor(1) as executor:
+        result = render_models(_files(), RenderSettings(), tmp_path, executor, timeout=3.0)
+    status = {outcome.id: outcome.status for outcome in result.outcomes}
+    assert status == {"00000007": "rendered", "00000061": "failed", "00000330": "failed", "00809394": "rendered"}
+    assert result.failed_by_reason == {"timeout": 1, "crash": 1}
+    assert all(Path(image).is_file() for outcome in result.outcomes for image in outcome.images.values())
+
+
+def test_interrupted_render_resumes_with_only_the_missing_images(tmp_path):
+    with ThreadPoolExecutor(2) as executor:
+        first = render_models(_files(), RenderSettings(), tmp_path, executor)
+        lost = [first.outcomes[1], first.outcomes[3]]
+        for outcome in lost:
+            Path(outcome.images["top"]).unlink()  # as if the run was killed between two views
+        second = render_models(_files(), RenderSettings(), tmp_path, executor)
+    assert first.count("rendered") == 4
+    assert {o.id for o in second.outcomes if o.status == "rendered"} == {o.id for o in lost}
+    assert second.count("reused") == 2
+    assert not list(tmp_path.rglob("*.tmp")), "a write left a temporary file behind"
+    before = np.frombuffer(Path(first.outcomes[0].images["front"]).read_bytes(), dtype=np.uint8)
+    assert before.size > 0

@@ -42,13 +42,24 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(handler=_sample)
 
+    render = commands.add_parser("render", help="draw one DeepCAD JSON file or every model under a folder")
+    render.add_argument("path", type=Path)
+    render.add_argument("--out", type=Path, required=True, help="folder for <id>_<view>.png (its .store keeps every image by content)")
+    render.add_argument("--views", default="front,top,right", help="comma-separated: front,back,top,bottom,left,right,iso")
+    render.add_argument("--size", type=int, default=512)
+    render.add_argument("--style", choices=["lines"], default="lines")
+    render.add_argument("--workers", type=int, default=0, help="processes (0: every core)")
+    render.add_argument("--timeout", type=float, default=60.0, help="seconds after which one model is given up")
+    render.set_defaults(handler=_render)
+
     bench = commands.add_parser("bench", help="throughput benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True)
-    build = benches.add_parser("build", help="parse+build throughput in models per second per core")
-    build.add_argument("--corpus", type=Path, required=True, help="a DeepCAD corpus or a folder of <id>.json files")
-    build.add_argument("--seconds", type=float, default=10.0, help="time per measurement, split into 5 rounds")
-    build.add_argument("--workers", type=int, default=0, help="processes for the all-cores figure (0: every core)")
-    build.set_defaults(handler=_bench_build)
+    for name, help_text in (("build", "parse+build models per second"), ("render", "parse+build+3 views+PNG models per minute")):
+        command = benches.add_parser(name, help=help_text)
+        command.add_argument("--corpus", type=Path, required=True, help="a DeepCAD corpus or a folder of <id>.json files")
+        command.add_argument("--seconds", type=float, default=10.0, help="time per measurement, split into 5 rounds")
+        command.add_argument("--workers", type=int, default=0, help="processes for the all-cores figure (0: every core)")
+        command.set_defaults(handler=_bench)
 
     materialize = commands.add_parser("materialize", help="materialize assets for one scale without the UI")
     materialize.add_argument("--scale", required=True)
@@ -87,18 +98,60 @@ def _sample(args) -> int:
     return 0
 
 
-def _bench_build(args) -> int:
-    from cad_pipeline.cad.bench import build_throughput
+def _render(args) -> int:
+    from cad_pipeline.parallel import process_pool
+    from cad_pipeline.render.batch import RenderSettings, link_images, render_models
+    from cad_pipeline.render.views import parse_views
 
-    files = sorted(path for path in args.corpus.rglob("*.json") if MODEL_FILE.match(path.name))
-    if not files:
-        raise UsageError(f"no model files (<8-digit id>.json) under {args.corpus}")
-    result = build_throughput(files, args.seconds, args.workers)
-    print(f"corpus: {args.corpus} ({len(files)} models, {result['invalid']} rejected)")
-    print(f"parse+build, one core: {result['one_core_best']:.1f} models/s (best of 5 rounds; median {result['one_core_median']:.1f})")
-    per_core = result["all_cores_median"] / result["workers"]
-    print(f"parse+build, {result['workers']} processes: {result['all_cores_median']:.1f} models/s ({per_core:.1f} per core, median rounds)")
+    files = _model_files(args.path)
+    try:
+        views = tuple(view.name for view in parse_views(args.views))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.size < 16:
+        raise UsageError("--size must be at least 16 pixels")
+    settings = RenderSettings(views=views, size=args.size)
+    with process_pool(min(args.workers or len(files), len(files))) as pool:
+        result = render_models({path.stem: path for path in files}, settings, args.out / ".store", pool, timeout=args.timeout)
+    link_images(result.outcomes, args.out)
+    failures = [{"id": o.id, "reason_code": o.reason_code, "reason": o.reason} for o in result.outcomes if o.status == "failed"]
+    summary = {
+        "out": str(args.out),
+        "models": len(result.outcomes),
+        "rendered": result.count("rendered"),
+        "reused": result.count("reused"),
+        "failed": result.count("failed"),
+        "failed_by_reason": result.failed_by_reason,
+        "failures": failures[:20],
+        "seconds": round(result.seconds, 3),
+    }
+    print(json.dumps(summary))
+    return 0 if not failures else EXIT_REJECTED
+
+
+def _bench(args) -> int:
+    from cad_pipeline import bench
+
+    files = _model_files(args.corpus)
+    work, unit, factor = (bench.build_one, "models/s", 1.0) if args.bench == "build" else (bench.render_one, "models/min", 60.0)
+    what = "parse+build" if args.bench == "build" else "parse+build+3 views at 512 px+PNG"
+    result = bench.throughput(work, files, args.seconds, args.workers)
+    print(f"corpus: {args.corpus} ({len(files)} models, {result['rejected']} rejected)")
+    best, median = result["one_core_best"] * factor, result["one_core_median"] * factor
+    print(f"{what}, one core: {best:.1f} {unit} (best of 5 rounds; median {median:.1f})")
+    total, workers = result["all_cores_median"] * factor, result["workers"]
+    print(f"{what}, {workers} processes: {total:.1f} {unit} ({total / workers:.1f} per core, median rounds)")
     return 0
+
+
+def _model_files(path: Path) -> list[Path]:
+    """One model file, or every <8-digit id>.json under a folder (a DeepCAD corpus or a flat folder)."""
+    if path.is_file():
+        return [path]
+    files = sorted(found for found in path.rglob("*.json") if MODEL_FILE.match(found.name)) if path.is_dir() else []
+    if not files:
+        raise UsageError(f"no model files (<8-digit id>.json) at {path}")
+    return files
 
 
 def _materialize(args) -> int:

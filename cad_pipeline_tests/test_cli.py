@@ -49,6 +49,28 @@ def test_inspect_human_output_names_the_model():
     assert result.stdout.startswith("00000007: valid, 1 extrudes, 1 curves")
 
 
+def test_render_folder_writes_readable_pngs_and_a_json_summary(tmp_path):
+    result = _run("render", REAL_SAMPLES, "--out", tmp_path, "--views", "front, iso", "--size", "128")
+    assert result.returncode == 1, "a rejected model makes the exit code 1"
+    summary = json.loads(result.stdout)
+    assert (summary["models"], summary["rendered"], summary["failed"]) == (12, 11, 1)
+    assert summary["failed_by_reason"] == {"empty_profiles": 1}
+    assert summary["failures"][0]["id"] == "00000175"
+    pngs = sorted(path.name for path in tmp_path.glob("*.png"))
+    assert len(pngs) == 22 and "00001616_iso.png" in pngs
+    assert (tmp_path / "00001616_front.png").read_bytes()[16:24] == (128).to_bytes(4, "big") * 2
+    again = json.loads(_run("render", REAL_SAMPLES / "00001616.json", "--out", tmp_path, "--views", "front,iso", "--size", "128").stdout)
+    assert (again["rendered"], again["reused"]) == (0, 1)
+    assert _run("render", REAL_SAMPLES, "--out", tmp_path, "--views", "side").returncode == 2
+
+
+def test_bench_render_prints_models_per_minute():
+    result = _run("bench", "render", "--corpus", REAL_SAMPLES / "00000007.json", "--seconds", "0.5", "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split("one core: ")[1].split()[0]) > 0
+    assert "models/min" in result.stdout
+
+
 def test_bench_build_prints_throughput_per_core():
     result = _run("bench", "build", "--corpus", REAL_SAMPLES, "--seconds", "0.5", "--workers", "2")
     assert result.returncode == 0, result.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -128,6 +130,23 @@ def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:
     for view, image in drawings.items():
         atomic_write_bytes(Path(images[view]), encode_png(image))
     return RenderOutcome(model_id, "rendered", None, None, images)
+
+
+def link_images(outcomes: list[RenderOutcome], folder: Path) -> list[Path]:
+    """Readable names (`<id>_<view>.png`, slashes of bucketed ids as '_') for store images: hard links, or copies
+    where the store is on another file system."""
+    folder.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for outcome in outcomes:
+        for view, image in outcome.images.items():
+            target = folder / f"{outcome.id.replace('/', '_')}_{view}.png"
+            target.unlink(missing_ok=True)
+            try:
+                os.link(image, target)
+            except OSError:
+                shutil.copyfile(image, target)
+            linked.append(target)
+    return linked
 
 
 @cache

@@ -19,6 +19,8 @@ class PipelineSettings(dg.ConfigurableResource):
     """Seed of the one fixed order in which every scale takes its models."""
     workers: int = 0
     """Processes for per-model work; 0 uses every core."""
+    model_timeout: float = 60.0
+    """Seconds after which one model's rendering is given up (its process is killed) and recorded as failed."""
 
     @property
     def corpus_path(self) -> Path:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,23 @@ def process_pool(workers: int = 0) -> ProcessPoolExecutor:
     OpenCASCADE then stays inside a worker.
     """
     return ProcessPoolExecutor(max_workers=workers or available_cores(), mp_context=multiprocessing.get_context("spawn"))
+
+
+@contextmanager
+def per_model_executor(kind: str = "local", workers: int = 0, dask_address: str = "") -> Iterator[Executor]:
+    """Where per-model work runs: a local process pool, or a dask.distributed cluster at `dask_address`."""
+    if kind == "local":
+        with process_pool(workers) as pool:
+            yield pool
+    elif kind == "dask":
+        if not dask_address:
+            raise ValueError("executor 'dask' needs the scheduler address (for example tcp://10.0.0.5:8786)")
+        from distributed import Client
+
+        with Client(dask_address) as client:
+            yield client.get_executor()
+    else:
+        raise ValueError(f"unknown executor {kind!r}; use 'local' or 'dask'")
 
 
 @dataclass(frozen=True)
@@ -55,7 +75,8 @@ class Sandbox:
     """A forked child process that applies one function to the items sent to it.
 
     Forked once and kept, so it inherits the imported libraries and costs nothing per item; it is
-    replaced only after it hangs or dies.
+    replaced only after it hangs or dies. It is forked with os.fork rather than multiprocessing,
+    which refuses children to daemonic processes such as dask's workers.
     """
 
     def __init__(self, function: Callable[[Any], Any]):
@@ -63,7 +84,7 @@ class Sandbox:
         self._start()
 
     def run(self, item: Any, timeout: float) -> Isolated:
-        if not self._process.is_alive():
+        if self._reap(block=False) is not None:
             self._restart()
         self._connection.send(item)
         if not self._connection.poll(timeout):
@@ -72,22 +93,31 @@ class Sandbox:
         try:
             return Isolated(result=self._connection.recv())
         except EOFError:
-            self._process.join()
-            detail = f"the worker died (exit code {self._process.exitcode})"
+            detail = f"the worker died (exit code {self._reap(block=True)})"
             self._restart()
             return Isolated(failure="crash", detail=detail)
 
     def _start(self) -> None:
-        context = multiprocessing.get_context("fork")
-        self._connection, child_end = context.Pipe(duplex=True)
-        self._process = context.Process(target=_serve, args=(self._function, child_end), daemon=True)
-        self._process.start()
+        self._connection, child_end = multiprocessing.Pipe(duplex=True)
+        self._exit_code: int | None = None
+        self._pid = os.fork()
+        if self._pid == 0:
+            self._connection.close()
+            _serve(self._function, child_end)
         child_end.close()
 
+    def _reap(self, block: bool) -> int | None:
+        """The child's exit code once it has ended (negative: the signal that ended it), else None."""
+        if self._exit_code is None:
+            pid, status = os.waitpid(self._pid, 0 if block else os.WNOHANG)
+            if pid:
+                self._exit_code = os.waitstatus_to_exitcode(status)
+        return self._exit_code
+
     def _restart(self) -> None:
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join()
+        if self._reap(block=False) is None:
+            os.kill(self._pid, signal.SIGKILL)
+            self._reap(block=True)
         self._connection.close()
         self._start()
 
@@ -96,9 +126,17 @@ _SANDBOXES: dict[Callable[[Any], Any], Sandbox] = {}
 
 
 def _serve(function: Callable[[Any], Any], connection) -> None:
-    while True:
-        try:
-            item = connection.recv()
-        except EOFError:
-            return
-        connection.send(function(item))
+    """The sandbox's whole life: it leaves with os._exit, never returning into the parent's code."""
+    code = 0
+    try:
+        while True:
+            try:
+                item = connection.recv()
+            except EOFError:
+                break
+            connection.send(function(item))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cad_pipeline import parallel
 from cad_pipeline.render import batch
@@ -76,3 +77,26 @@ def test_interrupted_render_resumes_with_only_the_missing_images(tmp_path):
     assert not list(tmp_path.rglob("*.tmp")), "a write left a temporary file behind"
     before = np.frombuffer(Path(first.outcomes[0].images["front"]).read_bytes(), dtype=np.uint8)
     assert before.size > 0
+
+
+def test_dask_cluster_draws_the_same_files_as_the_local_pool(tmp_path):
+    from distributed import LocalCluster
+
+    with parallel.per_model_executor("local", workers=2) as pool:
+        local = render_models(_files(), RenderSettings(), tmp_path / "local", pool)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with parallel.per_model_executor("dask", dask_address=cluster.scheduler_address) as executor:
+            remote = render_models(_files(), RenderSettings(), tmp_path / "dask", executor)
+    assert remote.count("rendered") == local.count("rendered") == len(SAMPLES)
+    local_files = {p.relative_to(tmp_path / "local"): p.read_bytes() for p in (tmp_path / "local").rglob("*.png")}
+    remote_files = {p.relative_to(tmp_path / "dask"): p.read_bytes() for p in (tmp_path / "dask").rglob("*.png")}
+    assert local_files == remote_files and len(local_files) == 3 * len(SAMPLES)
+
+
+def test_unknown_executor_or_missing_address_is_a_clear_error():
+    with pytest.raises(ValueError, match="scheduler address"):
+        with parallel.per_model_executor("dask"):
+            pass
+    with pytest.raises(ValueError, match="'local' or 'dask'"):
+        with parallel.per_model_executor("ray"):
+            pass

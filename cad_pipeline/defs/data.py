@@ -64,7 +64,7 @@ def deepcad_corpus(context: dg.AssetExecutionContext, settings: PipelineSettings
 def cad_subset(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     scale = context.partition_key
     corpus, _ = _open_corpus(settings)
-    with settings.executor() as executor:
+    with settings.open_executor() as executor:
         try:
             result = select_subset(
                 corpus, scale_size(scale), settings.subset_seed, executor, store=settings.store_path, progress=_log_every(context, 1000)

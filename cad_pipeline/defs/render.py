@@ -53,7 +53,7 @@ def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, sett
     manifest = pd.read_parquet(settings.partition_dir(scale) / MANIFEST)
     selected = manifest[manifest.selected]
     files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}
-    with settings.executor() as executor:
+    with settings.open_executor() as executor:
         result = render_models(files, render_settings, settings.store_path, executor, timeout=settings.model_timeout)
     index = _render_index(result, selected)
     index_path = settings.partition_dir(scale) / RENDER_INDEX

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from cad_pipeline.parallel import process_pool
+from cad_pipeline.parallel import per_model_executor
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -17,8 +17,12 @@ class PipelineSettings(dg.ConfigurableResource):
     sample_seed: int = 0
     subset_seed: int = 0
     """Seed of the one fixed order in which every scale takes its models."""
+    executor: str = "local"
+    """Where per-model work runs: 'local' (a process pool) or 'dask' (a dask.distributed cluster)."""
+    dask_address: str = ""
+    """Scheduler address when executor is 'dask', e.g. tcp://10.0.0.5:8786."""
     workers: int = 0
-    """Processes for per-model work; 0 uses every core."""
+    """Processes of the local pool; 0 uses every core."""
     model_timeout: float = 60.0
     """Seconds after which one model's rendering is given up (its process is killed) and recorded as failed."""
 
@@ -37,14 +41,16 @@ class PipelineSettings(dg.ConfigurableResource):
     def partition_dir(self, scale: str) -> Path:
         return Path(self.data_root) / "partitions" / scale
 
-    def executor(self):
-        return process_pool(self.workers)
+    def open_executor(self):
+        return per_model_executor(self.executor, self.workers, self.dask_address)
 
 
 def settings_from_environment() -> PipelineSettings:
     return PipelineSettings(
         data_root=os.environ.get("CAD_PIPELINE_DATA", "data"),
         corpus_dir=os.environ.get("CAD_PIPELINE_CORPUS", ""),
+        executor=os.environ.get("CAD_PIPELINE_EXECUTOR", "local"),
+        dask_address=os.environ.get("CAD_PIPELINE_DASK_ADDRESS", ""),
     )
 
 

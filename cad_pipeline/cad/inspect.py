@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 
-import OCP
 
 from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.measure import measure
+from cad_pipeline.store import code_version
 
 
 @dataclass(frozen=True)
@@ -49,13 +47,9 @@ class ModelReport:
         return cls(id=model_id, **record)
 
 
-@cache
 def inspector_version() -> str:
-    """Changes whenever the code that decides a report changes, so stored reports never go stale."""
-    digest = hashlib.sha256(OCP.__version__.encode())
-    for module in ("sequence", "loops", "deepcad_json", "build", "measure", "errors", "inspect"):
-        digest.update(Path(__file__).with_name(f"{module}.py").read_bytes())
-    return digest.hexdigest()[:16]
+    """Names the code that decides a report, so stored reports never go stale."""
+    return code_version(*(f"cad/{name}.py" for name in ("sequence", "loops", "deepcad_json", "build", "measure", "errors", "inspect")))
 
 
 def inspect_bytes(raw: bytes | str, model_id: str) -> ModelReport:

@@ -15,10 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
-
-import OCP
 
 from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes
@@ -27,7 +24,7 @@ from cad_pipeline.files import atomic_write_bytes
 from cad_pipeline.parallel import isolated_map
 from cad_pipeline.render.drawing import LineStyle, draw_views, encode_png
 from cad_pipeline.render.views import parse_views
-from cad_pipeline.store import store_path
+from cad_pipeline.store import code_version, store_path
 
 
 @dataclass(frozen=True)
@@ -38,7 +35,7 @@ class RenderSettings:
     def version(self) -> str:
         """Names the images these settings and this renderer make; part of every store path."""
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        digest.update(_renderer_code_digest().encode())
+        digest.update(code_version(*RENDERER_MODULES).encode())
         return digest.hexdigest()[:16]
 
 
@@ -70,6 +67,11 @@ class BatchResult:
         return 60.0 * len(self.outcomes) / self.seconds if self.seconds > 0 else float("inf")
 
 
+RENDERER_MODULES = (
+    "render/views.py", "render/hidden_lines.py", "render/drawing.py",
+    "cad/sequence.py", "cad/loops.py", "cad/deepcad_json.py", "cad/build.py", "cad/measure.py",
+)  # fmt: skip
+"""The code a drawing depends on: the renderer, and the reader, builder and bbox that frame it."""
 CHUNK = 16
 """Models per task: each task forks one sandbox, so a chunk spreads that cost over several models."""
 
@@ -147,13 +149,3 @@ def link_images(outcomes: list[RenderOutcome], folder: Path) -> list[Path]:
                 shutil.copyfile(image, target)
             linked.append(target)
     return linked
-
-
-@cache
-def _renderer_code_digest() -> str:
-    """Source of the renderer and the builder it draws, plus the OpenCASCADE version."""
-    digest = hashlib.sha256(OCP.__version__.encode())
-    package = Path(__file__).parents[1]
-    for module in ("render/views.py", "render/hidden_lines.py", "render/drawing.py", "cad/build.py", "cad/deepcad_json.py", "cad/loops.py"):
-        digest.update((package / module).read_bytes())
-    return digest.hexdigest()

@@ -62,6 +62,10 @@ def test_render_folder_writes_readable_pngs_and_a_json_summary(tmp_path):
     again = json.loads(_run("render", REAL_SAMPLES / "00001616.json", "--out", tmp_path, "--views", "front,iso", "--size", "128").stdout)
     assert (again["rendered"], again["reused"]) == (0, 1)
     assert _run("render", REAL_SAMPLES, "--out", tmp_path, "--views", "side").returncode == 2
+    grid = json.loads(_run("render", REAL_SAMPLES / "00001616.json", "--out", tmp_path / "grid", "--layout", "grid", "--size", "256").stdout)
+    assert grid["rendered"] == 1
+    assert [path.name for path in (tmp_path / "grid").glob("*.png")] == ["00001616_grid.png"]
+    assert (tmp_path / "grid" / "00001616_grid.png").read_bytes()[16:24] == (256).to_bytes(4, "big") * 2
 
 
 def test_bench_render_prints_models_per_minute():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
-from cad_pipeline.defs.render import rendered_views
+from cad_pipeline.defs.render import RenderConfig, rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
 
 CLI = str(Path(sys.executable).with_name("cad-pipeline"))
@@ -69,6 +69,18 @@ def test_rendered_views_draw_every_selected_model_once_and_reuse_them(settings):
     again = dg.materialize(assets, resources={"settings": settings}, partition_key="full")
     metadata = again.asset_materializations_for_node("rendered_views")[0].metadata
     assert (metadata["rendered"].value, metadata["reused"].value) == (0, n_selected)
+
+
+def test_grid_layout_makes_one_checked_image_per_model(settings):
+    config = dg.RunConfig({"rendered_views": RenderConfig(layout="grid", size=256)})
+    result = dg.materialize([deepcad_corpus, cad_subset, rendered_views], resources={"settings": settings}, partition_key="full", run_config=config)
+    assert result.success
+    metadata = result.asset_materializations_for_node("rendered_views")[0].metadata
+    index = pd.read_parquet(metadata["index"].value)
+    assert set(index.view) == {"grid"} and index.id.is_unique
+    assert metadata["rendered"].value == len(index) > 0
+    checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+    assert checks["renders_complete"] is True
 
 
 def test_scale_larger_than_the_corpus_fails_with_an_actionable_message(settings):

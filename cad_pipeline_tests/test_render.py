@@ -10,7 +10,8 @@ from cad_pipeline.cad.build import build_solid
 from cad_pipeline.cad.deepcad_json import read_file
 from cad_pipeline.cad.measure import exact_bbox
 from cad_pipeline.parallel import process_pool
-from cad_pipeline.render.drawing import LineStyle, draw_views, encode_png, frame_views
+from cad_pipeline.render.batch import RenderSettings
+from cad_pipeline.render.drawing import LineStyle, draw_grid, draw_views, encode_png, frame_views
 from cad_pipeline.render.views import VIEWS, parse_views
 from cad_pipeline_tests.conftest import REAL_SAMPLES
 
@@ -97,3 +98,19 @@ def test_same_model_gives_identical_png_bytes_across_processes():
 def test_unknown_view_names_are_rejected_with_the_known_ones():
     with pytest.raises(ValueError, match="front, back, top, bottom, right, left, iso"):
         parse_views("front,side")
+
+
+def test_grid_holds_iso_front_top_right_at_half_size_and_one_scale():
+    shape = _solid("00809394")
+    grid = draw_grid(shape, STYLE)
+    half = STYLE.size // 2
+    quadrants = {"iso": grid[:half, :half], "front": grid[:half, half:], "top": grid[half:, :half], "right": grid[half:, half:]}
+    singles = draw_views(shape, parse_views("iso,front,top,right"), LineStyle(size=half))
+    for name, quadrant in quadrants.items():
+        assert np.array_equal(quadrant, singles[name]), name
+    assert grid.shape == (512, 512)
+
+
+def test_unknown_layout_is_rejected():
+    with pytest.raises(ValueError, match="per_view or grid"):
+        RenderSettings(layout="mosaic")

@@ -16,7 +16,6 @@ from cad_pipeline.defs.resources import PipelineSettings
 from cad_pipeline.files import atomic_write_parquet
 from cad_pipeline.render.batch import BatchResult, RenderSettings, render_models
 from cad_pipeline.render.gallery import contact_sheet
-from cad_pipeline.render.views import parse_views
 
 RENDER_INDEX = "renders.parquet"
 GALLERY_MODELS = 4
@@ -27,6 +26,8 @@ class RenderConfig(dg.Config):
     """Any of front, back, top, bottom, left, right, iso."""
     size: int = 512
     """Image width and height in pixels."""
+    layout: str = "per_view"
+    """per_view (one image per view) or grid (iso, front, top and right in one 2x2 image per model)."""
 
 
 @dg.asset(
@@ -48,8 +49,7 @@ class RenderConfig(dg.Config):
 )
 def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, settings: PipelineSettings) -> dg.MaterializeResult:
     scale = context.partition_key
-    parse_views(config.views)
-    render_settings = RenderSettings(views=tuple(config.views), size=config.size)
+    render_settings = RenderSettings(views=tuple(config.views), size=config.size, layout=config.layout)
     manifest = pd.read_parquet(settings.partition_dir(scale) / MANIFEST)
     selected = manifest[manifest.selected]
     files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}
@@ -73,9 +73,9 @@ def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, sett
             "failed_by_reason": dg.MetadataValue.json(result.failed_by_reason),
             "seconds": round(result.seconds, 2),
             "models_per_minute": round(result.models_per_minute, 1),
-            "gallery": dg.MetadataValue.md(_gallery_markdown(index, config.views, config.size)),
+            "gallery": dg.MetadataValue.md(_gallery_markdown(index, render_settings.image_names, config.size)),
         },
-        check_results=[_renders_complete(index, selected, config)],
+        check_results=[_renders_complete(index, selected, render_settings)],
     )
 
 
@@ -90,10 +90,11 @@ def _render_index(result: BatchResult, selected: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "split", "view", "image"])
 
 
-def _renders_complete(index: pd.DataFrame, selected: pd.DataFrame, config: RenderConfig) -> dg.AssetCheckResult:
+def _renders_complete(index: pd.DataFrame, selected: pd.DataFrame, settings: RenderSettings) -> dg.AssetCheckResult:
     """Reads every image's PNG header, so a missing or wrong-size file fails the check."""
-    present = {(row.id, row.view) for row in index.itertuples() if _png_size(Path(row.image)) == (config.size, config.size)}
-    missing = [f"{model_id} {view}" for model_id in selected.id for view in config.views if (model_id, view) not in present]
+    size = (settings.size, settings.size)
+    present = {(row.id, row.view) for row in index.itertuples() if _png_size(Path(row.image)) == size}
+    missing = [f"{model_id} {name}" for model_id in selected.id for name in settings.image_names if (model_id, name) not in present]
     return dg.AssetCheckResult(
         check_name="renders_complete",
         passed=not missing,
@@ -112,7 +113,7 @@ def _png_size(path: Path) -> tuple[int, int] | None:
     return struct.unpack(">II", header[16:24])
 
 
-def _gallery_markdown(index: pd.DataFrame, views: list[str], size: int) -> str:
+def _gallery_markdown(index: pd.DataFrame, views: tuple[str, ...], size: int) -> str:
     models = list(dict.fromkeys(index.id))[:GALLERY_MODELS]
     if not models:
         return "no images"

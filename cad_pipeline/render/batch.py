@@ -22,15 +22,30 @@ from cad_pipeline.cad.deepcad_json import read_bytes
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.files import atomic_write_bytes
 from cad_pipeline.parallel import isolated_map
-from cad_pipeline.render.drawing import LineStyle, draw_views, encode_png
+from cad_pipeline.render.drawing import LineStyle, draw_grid, draw_views, encode_png
 from cad_pipeline.render.views import parse_views
 from cad_pipeline.store import code_version, store_path
+
+
+LAYOUTS = ("per_view", "grid")
 
 
 @dataclass(frozen=True)
 class RenderSettings:
     views: tuple[str, ...] = ("front", "top", "right")
+    """Used by the per_view layout; the grid always holds iso, front, top and right."""
     size: int = 512
+    layout: str = "per_view"
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; use {' or '.join(LAYOUTS)}")
+        parse_views(list(self.views))
+
+    @property
+    def image_names(self) -> tuple[str, ...]:
+        """The images each model gets: one per view, or the single grid."""
+        return self.views if self.layout == "per_view" else ("grid",)
 
     def version(self) -> str:
         """Names the images these settings and this renderer make; part of every store path."""
@@ -120,18 +135,25 @@ def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:
         return RenderOutcome(model_id, "failed", "unreadable_file", f"cannot read {path}: {error.strerror}", {})
     key = hashlib.sha256(raw).hexdigest()
     version = settings.version()
-    images = {view: str(store_path(Path(store), "renders", version, key, f"_{view}.png")) for view in settings.views}
+    images = {name: str(store_path(Path(store), "renders", version, key, f"_{name}.png")) for name in settings.image_names}
     if all(Path(image).is_file() for image in images.values()):
         return RenderOutcome(model_id, "reused", None, None, images)
     try:
-        drawings = draw_views(build_solid(read_bytes(raw, model_id)), parse_views(list(settings.views)), LineStyle(size=settings.size))
+        drawings = _draw(build_solid(read_bytes(raw, model_id)), settings)
     except ModelError as error:
         return RenderOutcome(model_id, "failed", error.code, error.message, {})
     except OCC_ERRORS as error:
         return RenderOutcome(model_id, "failed", "occ_failure", f"OpenCASCADE failed while drawing: {error}", {})
-    for view, image in drawings.items():
-        atomic_write_bytes(Path(images[view]), encode_png(image))
+    for name, image in drawings.items():
+        atomic_write_bytes(Path(images[name]), encode_png(image))
     return RenderOutcome(model_id, "rendered", None, None, images)
+
+
+def _draw(shape, settings: RenderSettings) -> dict:
+    style = LineStyle(size=settings.size)
+    if settings.layout == "grid":
+        return {"grid": draw_grid(shape, style)}
+    return draw_views(shape, parse_views(list(settings.views)), style)
 
 
 def link_images(outcomes: list[RenderOutcome], folder: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from cad_pipeline.cad.measure import exact_bbox
 from cad_pipeline.render.hidden_lines import hidden_line_drawing
-from cad_pipeline.render.views import View
+from cad_pipeline.render.views import VIEWS, View
 
 WHITE, BLACK = 255, 0
 
@@ -71,6 +71,21 @@ def draw_views(shape: TopoDS_Shape, views: list[View], style: LineStyle = LineSt
         _stroke(canvas, [framing.to_pixels(view, line, style.size) for line in lines.visible], BLACK, style.visible_width, None)
         images[view.name] = canvas
     return images
+
+
+GRID_VIEWS = ("iso", "front", "top", "right")
+"""The 2x2 grid, row by row: iso and front above, top and right below (the layout OpenECAD trained on)."""
+
+
+def draw_grid(shape: TopoDS_Shape, style: LineStyle = LineStyle()) -> np.ndarray:
+    """One image of `style.size` pixels holding the four grid views at half size and one common scale."""
+    half = LineStyle(**{**style.__dict__, "size": style.size // 2})
+    images = draw_views(shape, [VIEWS[name] for name in GRID_VIEWS], half)
+    top_row = np.hstack([images["iso"], images["front"]])
+    bottom_row = np.hstack([images["top"], images["right"]])
+    grid = np.full((style.size, style.size), WHITE, dtype=np.uint8)
+    grid[: 2 * half.size, : 2 * half.size] = np.vstack([top_row, bottom_row])
+    return grid
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, required=True, help="folder for <id>_<view>.png (its .store keeps every image by content)")
     render.add_argument("--views", default="front,top,right", help="comma-separated: front,back,top,bottom,left,right,iso")
     render.add_argument("--size", type=int, default=512)
-    render.add_argument("--style", choices=["lines"], default="lines")
+    render.add_argument("--style", choices=["lines", "shaded"], default="lines")
     render.add_argument("--layout", choices=["per_view", "grid"], default="per_view", help="grid: iso, front, top, right in one 2x2 image")
     render.add_argument("--workers", type=int, default=0, help="processes (0: every core)")
     render.add_argument("--timeout", type=float, default=60.0, help="seconds after which one model is given up")
@@ -111,7 +111,7 @@ def _render(args) -> int:
         raise UsageError(str(error)) from None
     if args.size < 16:
         raise UsageError("--size must be at least 16 pixels")
-    settings = RenderSettings(views=views, size=args.size, layout=args.layout)
+    settings = RenderSettings(views=views, size=args.size, layout=args.layout, style=args.style)
     with process_pool(min(args.workers or len(files), len(files))) as pool:
         result = render_models({path.stem: path for path in files}, settings, args.out / ".store", pool, timeout=args.timeout)
     link_images(result.outcomes, args.out)

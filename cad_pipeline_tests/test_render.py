@@ -114,3 +114,17 @@ def test_grid_holds_iso_front_top_right_at_half_size_and_one_scale():
 def test_unknown_layout_is_rejected():
     with pytest.raises(ValueError, match="per_view or grid"):
         RenderSettings(layout="mosaic")
+
+
+def test_shaded_style_paints_the_body_and_leaves_the_through_hole_open():
+    """00809394 seen from the top: a grey ring with a white hole in the middle and dark outlines."""
+    shape = _solid("00809394")
+    views = parse_views("top")
+    style = LineStyle(shaded=True)
+    framing = frame_views(shape, views, style)
+    top = draw_views(shape, views, style)["top"]
+    center, ring = framing.to_pixels(VIEWS["top"], np.array([[0.0, 0.0], [0.02, 0.0]]), style.size).astype(int)
+    assert top[center[1], center[0]] == 255
+    assert 60 < top[ring[1], ring[0]] < 230
+    assert (top == 0).sum() > 100
+    assert np.array_equal(top, draw_views(shape, views, style)["top"])

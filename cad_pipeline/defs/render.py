@@ -28,6 +28,8 @@ class RenderConfig(dg.Config):
     """Image width and height in pixels."""
     layout: str = "per_view"
     """per_view (one image per view) or grid (iso, front, top and right in one 2x2 image per model)."""
+    style: str = "lines"
+    """lines (visible edges solid, hidden edges dashed) or shaded (grey body under its visible edges)."""
 
 
 @dg.asset(
@@ -49,7 +51,7 @@ class RenderConfig(dg.Config):
 )
 def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, settings: PipelineSettings) -> dg.MaterializeResult:
     scale = context.partition_key
-    render_settings = RenderSettings(views=tuple(config.views), size=config.size, layout=config.layout)
+    render_settings = RenderSettings(views=tuple(config.views), size=config.size, layout=config.layout, style=config.style)
     manifest = pd.read_parquet(settings.partition_dir(scale) / MANIFEST)
     selected = manifest[manifest.selected]
     files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}

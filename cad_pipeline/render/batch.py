@@ -28,6 +28,7 @@ from cad_pipeline.store import code_version, store_path
 
 
 LAYOUTS = ("per_view", "grid")
+STYLES = ("lines", "shaded")
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,13 @@ class RenderSettings:
     """Used by the per_view layout; the grid always holds iso, front, top and right."""
     size: int = 512
     layout: str = "per_view"
+    style: str = "lines"
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; use {' or '.join(LAYOUTS)}")
+        if self.style not in STYLES:
+            raise ValueError(f"unknown style {self.style!r}; use {' or '.join(STYLES)}")
         parse_views(list(self.views))
 
     @property
@@ -83,7 +87,7 @@ class BatchResult:
 
 
 RENDERER_MODULES = (
-    "render/views.py", "render/hidden_lines.py", "render/drawing.py",
+    "render/views.py", "render/hidden_lines.py", "render/drawing.py", "render/shading.py",
     "cad/sequence.py", "cad/loops.py", "cad/deepcad_json.py", "cad/build.py", "cad/measure.py",
 )  # fmt: skip
 """The code a drawing depends on: the renderer, and the reader, builder and bbox that frame it."""
@@ -150,7 +154,7 @@ def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:
 
 
 def _draw(shape, settings: RenderSettings) -> dict:
-    style = LineStyle(size=settings.size)
+    style = LineStyle(size=settings.size, shaded=settings.style == "shaded")
     if settings.layout == "grid":
         return {"grid": draw_grid(shape, style)}
     return draw_views(shape, parse_views(list(settings.views)), style)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
@@ -18,6 +18,7 @@ from PIL import Image
 
 from cad_pipeline.cad.measure import exact_bbox
 from cad_pipeline.render.hidden_lines import hidden_line_drawing
+from cad_pipeline.render.shading import paint_faces, triangles
 from cad_pipeline.render.views import VIEWS, View
 
 WHITE, BLACK = 255, 0
@@ -26,6 +27,8 @@ WHITE, BLACK = 255, 0
 @dataclass(frozen=True)
 class LineStyle:
     size: int = 512
+    shaded: bool = False
+    """Paint the body grey under its visible edges (and leave hidden edges out), instead of a pure line drawing."""
     margin: float = 0.08
     """Share of the image left empty on each side of the widest view."""
     visible_width: int = 2
@@ -65,12 +68,16 @@ def draw_views(shape: TopoDS_Shape, views: list[View], style: LineStyle = LineSt
     """Greyscale images (uint8, white background) of the solid, one per view, at one common scale."""
     framing = frame_views(shape, views, style)
     deflection = 0.5 / framing.scale  # chords stay within half a pixel of the true curve
+    faces = triangles(shape, deflection) if style.shaded else None
     images = {}
     for view in views:
         lines = hidden_line_drawing(shape, view, deflection)
         canvas = np.full((style.size, style.size), WHITE, dtype=np.uint8)
         to_pixels = partial(framing.to_pixels, view, size=style.size)
-        _stroke(canvas, lines.hidden, to_pixels, style.hidden_gray, 1, style)
+        if faces is None:
+            _stroke(canvas, lines.hidden, to_pixels, style.hidden_gray, 1, style)
+        else:
+            canvas = paint_faces(canvas, faces, view, to_pixels)
         _stroke(canvas, lines.visible, to_pixels, BLACK, style.visible_width, None)
         images[view.name] = canvas
     return images
@@ -82,7 +89,7 @@ GRID_VIEWS = ("iso", "front", "top", "right")
 
 def draw_grid(shape: TopoDS_Shape, style: LineStyle = LineStyle()) -> np.ndarray:
     """One image of `style.size` pixels holding the four grid views at half size and one common scale."""
-    half = LineStyle(**{**style.__dict__, "size": style.size // 2})
+    half = replace(style, size=style.size // 2)
     images = draw_views(shape, [VIEWS[name] for name in GRID_VIEWS], half)
     top_row = np.hstack([images["iso"], images["front"]])
     bottom_row = np.hstack([images["top"], images["right"]])

@@ -1,13 +1,16 @@
 """The Dagster assets materialized for real on a small generated corpus."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
+from PIL import Image
 
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.render import RenderConfig, rendered_views
@@ -117,3 +120,30 @@ def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
     assert large_train[:10] == small_train
     unknown = subprocess.run([CLI, "materialize", "--scale", "5"], env=env, capture_output=True, text=True, timeout=600)
     assert unknown.returncode == 2 and "configured scales: 10, 20, full" in unknown.stderr
+
+
+def test_killed_render_resumes_with_only_the_missing_images(tmp_path):
+    """Kill a headless materialization (and its worker processes) while it renders, then run it again."""
+    env = {**os.environ, "CAD_PIPELINE_DATA": str(tmp_path), "CAD_PIPELINE_SCALES": "full", "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    subprocess.run([CLI, "sample", "--out", tmp_path / "deepcad", "--models", "240", "--seed", "9"], check=True, capture_output=True, timeout=600)
+    first = subprocess.Popen([CLI, "materialize", "--scale", "full"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    renders = tmp_path / "store" / "renders"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(renders.rglob("*.png"))) < 60:
+        assert first.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    views_by_model = {}
+    for image in renders.rglob("*.png"):
+        Image.open(image).verify()  # every image under its final name is whole
+        views_by_model.setdefault(image.name.rsplit("_", 1)[0], set()).add(image.name.rsplit("_", 1)[1])
+    complete = sum(views == {"front.png", "top.png", "right.png"} for views in views_by_model.values())
+    assert complete > 0
+    second = subprocess.run([CLI, "materialize", "--scale", "full"], env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:]
+    line = second.stdout.split("rendered_views[full]: ")[1].split("\n")[0]
+    counts = dict(item.split("=") for item in line.split(", "))
+    models, rendered, reused = int(counts["models"].replace(",", "")), int(counts["rendered"]), int(counts["reused"])
+    assert reused == complete and rendered == models - complete > 0

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_VALID, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+EXIT_VALID, EXIT_REJECTED = 0, 1  # argparse exits with 2 on usage errors
 MODEL_FILE = re.compile(r"^\d{8}(_\d+)?\.json$")
 
 

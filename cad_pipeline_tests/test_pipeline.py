@@ -99,7 +99,7 @@ def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
     (tmp_path / "home").mkdir()
     corpus = tmp_path / "deepcad"
     subprocess.run([CLI, "sample", "--out", corpus, "--models", "40", "--seed", "5"], check=True, capture_output=True, timeout=600)
-    rendered_before = set()
+    rendered_before, small_examined = set(), []
     for scale in ("10", "20"):
         result = subprocess.run([CLI, "materialize", "--scale", scale], env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

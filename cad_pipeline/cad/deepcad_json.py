@@ -101,7 +101,7 @@ def read_dict(data: object, model_id: str) -> CadSequence:
                 f"no extrude has any profile: the profiles list of {_id_list(empty_extrudes)} is empty "
                 "(the extrude selects no sketch region), so there is no solid",
             )
-        raise ModelError("no_extrude", f"the sequence has no ExtrudeFeature, so there is no solid")
+        raise ModelError("no_extrude", "the sequence has no ExtrudeFeature, so there is no solid")
     return CadSequence(model_id=model_id, extrudes=tuple(extrudes), stated_bbox=_read_bbox(model))
 
 

@@ -32,9 +32,14 @@ def scale_size(name: str) -> int | None:
     return int(value)
 
 
+def validation_target(n_train: int) -> int:
+    """Validation models a scale asks for: a tenth of its train models."""
+    return n_train // 10
+
+
 def validation_size(n_train: int, available: int) -> int:
-    """Validation models for a scale: a tenth of its train models, or all there are."""
-    return min(n_train // 10, available)
+    """Validation models a scale gets: its target, or all there are."""
+    return min(validation_target(n_train), available)
 
 
 def _order(name: str) -> float:

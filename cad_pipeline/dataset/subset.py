@@ -20,6 +20,7 @@ import pandas as pd
 
 from cad_pipeline.cad.inspect import ModelReport, inspect_bytes, inspect_file, inspector_version
 from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus, model_path
+from cad_pipeline.dataset.scales import validation_target
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.store import store_path
 
@@ -95,7 +96,7 @@ def select_subset(
             f"{len(train_ids):,} train models at {corpus.root} build. {DOWNLOAD_HINT}"
         )
     validation_order = seeded_order(corpus.splits["validation"], seed)
-    validation = _take_valid(corpus, store, "validation", validation_order, n_found // 10, executor, progress)
+    validation = _take_valid(corpus, store, "validation", validation_order, validation_target(n_found), executor, progress)
     records = train + validation
     manifest = pd.DataFrame.from_records(records, columns=MANIFEST_COLUMNS)
     return SubsetResult(manifest=manifest, seconds=time.perf_counter() - started)

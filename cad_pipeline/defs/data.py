@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from cad_pipeline.dataset.corpus import Corpus, CorpusError, open_or_generate
-from cad_pipeline.dataset.scales import configured_scales, scale_size
+from cad_pipeline.dataset.scales import scale_size, validation_target
 from cad_pipeline.dataset.subset import ScaleTooLarge, SubsetResult, select_subset, write_manifest
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import PipelineSettings
@@ -134,11 +134,11 @@ def _subset_checks(manifest: pd.DataFrame, corpus: Corpus, settings: PipelineSet
     size_ok = (
         (wanted is None or len(train) == wanted)
         and bool(selected.valid.all())
-        and (len(validation) == len(train) // 10 or (len(validation) < len(train) // 10 and validation_exhausted))
+        and (len(validation) == validation_target(len(train)) or (len(validation) < validation_target(len(train)) and validation_exhausted))
     )
     leak = sorted(set(train.id) & set(validation.id))
     prefix_problems = []
-    for smaller in configured_scales():
+    for smaller in scale_partitions.get_partition_keys():
         smaller_size = scale_size(smaller)
         smaller_path = settings.partition_dir(smaller) / MANIFEST
         if smaller == scale or smaller_size is None or (wanted is not None and smaller_size >= wanted) or not smaller_path.exists():

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 from cad_pipeline.cad.build import OCC_ERRORS, build_solid
@@ -53,9 +54,7 @@ class RenderSettings:
 
     def version(self) -> str:
         """Names the images these settings and this renderer make; part of every store path."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode())
-        digest.update(code_version(*RENDERER_MODULES).encode())
-        return digest.hexdigest()[:16]
+        return _settings_version(self)
 
 
 @dataclass(frozen=True)
@@ -158,6 +157,14 @@ def _draw(shape, settings: RenderSettings) -> dict:
     if settings.layout == "grid":
         return {"grid": draw_grid(shape, style)}
     return draw_views(shape, parse_views(list(settings.views)), style)
+
+
+@cache
+def _settings_version(settings: RenderSettings) -> str:
+    """Hashed once per process and settings, not once per model."""
+    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+    digest.update(code_version(*RENDERER_MODULES).encode())
+    return digest.hexdigest()[:16]
 
 
 def link_images(outcomes: list[RenderOutcome], folder: Path) -> list[Path]:

@@ -22,7 +22,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/cad-pipeline materialize --scale 1k
 	@echo
-	@echo "Results: $(CAD_PIPELINE_DATA)/partitions/1k (manifest.parquet, renders.parquet), images in $(CAD_PIPELINE_DATA)/store/renders, corpus in $(CAD_PIPELINE_DATA)/deepcad"
+	@echo "Results: $(CAD_PIPELINE_DATA)/partitions/1k (manifest.parquet, renders.parquet, TinyLLaVA train.json + val.json + images/), corpus in $(CAD_PIPELINE_DATA)/deepcad"
 	@echo "Browse runs, lineage and metadata: make ui, then open http://localhost:3000"
 
 test: install
@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/cad-pipeline bench build --corpus $(BENCH_CORPUS)
 	$(BIN)/cad-pipeline bench render --corpus cad_pipeline_tests/fixtures/deepcad_samples
 	$(BIN)/cad-pipeline bench render --corpus $(BENCH_CORPUS)
+	$(BIN)/cad-pipeline bench conversations --corpus $(BENCH_CORPUS)
 
 clean:
 	rm -rf $(VENV) *.egg-info

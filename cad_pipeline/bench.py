@@ -19,6 +19,7 @@ from cad_pipeline.render.drawing import LineStyle, draw_views, encode_png
 from cad_pipeline.render.views import parse_views
 
 ROUNDS = 5
+VIEWS_PER_MODEL = 3
 RENDER_VIEWS = parse_views("front,top,right")
 
 
@@ -76,3 +77,35 @@ def _count(work: Callable[[Path], bool], files: list[Path], seconds: float) -> i
             work(path)
         count += len(files)
     return count
+
+
+def conversation_rate(files: list[Path], seconds: float) -> dict:
+    """Samples per minute on one core for what the conversations asset adds per model: the code, its token count
+    and one record per view. Reading and building are measured by the build benchmark, so models are read first."""
+    from cad_pipeline.cad.openecad.writer import write_code
+    from cad_pipeline.dataset.conversations import answer_text, conversation
+    from cad_pipeline.dataset.tokens import OPENECAD_TOKENIZER, open_token_counter
+
+    sequences, rejected = [], 0
+    for path in files:
+        try:
+            sequences.append(read_file(path))
+        except ModelError:
+            rejected += 1
+    tokens = open_token_counter(OPENECAD_TOKENIZER)
+
+    def one_model(sequence) -> int:
+        code = write_code(sequence)
+        tokens.count(answer_text(code))
+        for view in ("front", "top", "right")[:VIEWS_PER_MODEL]:
+            conversation(f"{sequence.model_id}_{view}", f"{sequence.model_id}_{view}.png", "per_view", code)
+        return VIEWS_PER_MODEL
+
+    rates = []
+    for _ in range(ROUNDS):
+        samples, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / ROUNDS:
+            for sequence in sequences:
+                samples += one_model(sequence)
+        rates.append(60.0 * samples / (time.perf_counter() - started))
+    return {"best": max(rates), "median": statistics.median(rates), "models": len(sequences), "rejected": rejected}

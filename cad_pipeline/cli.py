@@ -36,6 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(handler=_inspect)
 
+    code = commands.add_parser("code", help="print the OpenECAD v2 code of one DeepCAD JSON file")
+    code.add_argument("file", type=Path)
+    code.set_defaults(handler=_code)
+
+    exec_code = commands.add_parser(
+        "exec-code", help="build OpenECAD v2 code through the safe interpreter (nothing in it is executed) and report as inspect does"
+    )
+    exec_code.add_argument("file", type=Path)
+    exec_code.add_argument("--json", action="store_true", help="print one JSON object")
+    exec_code.set_defaults(handler=_exec_code)
+
     sample = commands.add_parser("sample", help="write a generated sample corpus in DeepCAD's layout")
     sample.add_argument("--out", type=Path, required=True)
     sample.add_argument("--models", type=int, default=1300)
@@ -55,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="throughput benchmarks")
     benches = bench.add_subparsers(dest="bench", required=True)
-    for name, help_text in (("build", "parse+build models per second"), ("render", "parse+build+3 views+PNG models per minute")):
+    for name, help_text in (
+        ("build", "parse+build models per second"),
+        ("render", "parse+build+3 views+PNG models per minute"),
+        ("conversations", "code writing + token count + conversation records, samples per minute (3 views per model)"),
+    ):
         command = benches.add_parser(name, help=help_text)
         command.add_argument("--corpus", type=Path, required=True, help="a DeepCAD corpus or a folder of <id>.json files")
         command.add_argument("--seconds", type=float, default=10.0, help="time per measurement, split into 5 rounds")
@@ -74,8 +89,21 @@ def _inspect(args) -> int:
 
     if not args.file.is_file():
         raise UsageError(f"{args.file} is not a file")
-    report = inspect_file(args.file)
-    if args.json:
+    return _report(inspect_file(args.file), args.json)
+
+
+def _exec_code(args) -> int:
+    from cad_pipeline.cad.inspect import inspect_code
+
+    try:
+        source = args.file.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise UsageError(f"cannot read {args.file}: {error.strerror or error}") from None
+    return _report(inspect_code(source, args.file.stem), args.json)
+
+
+def _report(report, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(report.to_json()))
     elif report.valid:
         print(f"{report.id}: valid, {report.n_extrudes} extrudes, {report.n_curves} curves")
@@ -84,6 +112,22 @@ def _inspect(args) -> int:
     else:
         print(f"{report.id}: rejected: {report.reason}")
     return EXIT_VALID if report.valid else EXIT_REJECTED
+
+
+def _code(args) -> int:
+    from cad_pipeline.cad.deepcad_json import read_file
+    from cad_pipeline.cad.errors import ModelError
+    from cad_pipeline.cad.openecad.writer import write_code
+
+    if not args.file.is_file():
+        raise UsageError(f"{args.file} is not a file")
+    try:
+        sequence = read_file(args.file)
+    except ModelError as error:
+        print(f"{args.file.stem}: rejected: {error.message}", file=sys.stderr)
+        return EXIT_REJECTED
+    sys.stdout.write(write_code(sequence))
+    return EXIT_VALID
 
 
 def _sample(args) -> int:
@@ -114,7 +158,7 @@ def _render(args) -> int:
     settings = RenderSettings(views=views, size=args.size, layout=args.layout, style=args.style)
     with process_pool(min(args.workers or len(files), len(files))) as pool:
         result = render_models({path.stem: path for path in files}, settings, args.out / ".store", pool, timeout=args.timeout)
-    link_images(result.outcomes, args.out)
+    link_images(((o.id, view, image) for o in result.outcomes for view, image in o.images.items()), args.out)
     failures = [{"id": o.id, "reason_code": o.reason_code, "reason": o.reason} for o in result.outcomes if o.status == "failed"]
     summary = {
         "out": str(args.out),
@@ -134,6 +178,14 @@ def _bench(args) -> int:
     from cad_pipeline import bench
 
     files = _model_files(args.corpus)
+    if args.bench == "conversations":
+        result = bench.conversation_rate(files, args.seconds)
+        print(f"corpus: {args.corpus} ({result['models']} models, {result['rejected']} rejected)")
+        print(
+            f"code writing + token count + {bench.VIEWS_PER_MODEL} conversation records per model, one core: "
+            f"{result['best']:,.0f} samples/min (best of 5 rounds; median {result['median']:,.0f})"
+        )
+        return 0
     work, unit, factor = (bench.build_one, "models/s", 1.0) if args.bench == "build" else (bench.render_one, "models/min", 60.0)
     what = "parse+build" if args.bench == "build" else "parse+build+3 views at 512 px+PNG"
     result = bench.throughput(work, files, args.seconds, args.workers)

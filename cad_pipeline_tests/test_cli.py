@@ -81,3 +81,34 @@ def test_bench_build_prints_throughput_per_core():
     assert "12 models, 1 rejected" in result.stdout
     one_core = float(result.stdout.split("one core: ")[1].split()[0])
     assert one_core > 0
+
+
+def test_code_then_exec_code_gives_the_inspect_report_of_the_model(tmp_path):
+    code = _run("code", REAL_SAMPLES / "00001616.json")
+    assert code.returncode == 0, code.stderr
+    assert code.stdout.startswith("SketchPlane0 = add_sketchplane(") and code.stdout.count("add_extrude(") == 9
+    program = tmp_path / "00001616.py"
+    program.write_text(code.stdout)
+    built = _run("exec-code", program, "--json")
+    assert built.returncode == 0, built.stderr
+    direct = json.loads(_run("inspect", REAL_SAMPLES / "00001616.json", "--json").stdout)
+    report = json.loads(built.stdout)
+    assert list(report) == list(direct) and report["valid"] is True
+    assert report["volume"] == pytest.approx(direct["volume"], rel=1e-5)
+    assert report["bbox_max"] == pytest.approx(direct["bbox_max"], abs=1e-6)
+
+
+def test_exec_code_rejects_hostile_code_with_its_line_and_exit_1(tmp_path):
+    sentinel = tmp_path / "pwned"
+    program = tmp_path / "hostile.py"
+    program.write_text(f"Loops0 = []\nx = __import__('os').system('touch {sentinel}')\n")
+    result = _run("exec-code", program, "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["valid"] is False and report["reason"].startswith("line 2:")
+    assert not sentinel.exists()
+
+
+def test_code_of_a_rejected_model_exits_1():
+    result = _run("code", REAL_SAMPLES / "00000175.json")
+    assert result.returncode == 1 and "profiles" in result.stderr and result.stdout == ""

@@ -1,6 +1,8 @@
 """The Dagster assets materialized for real on a small generated corpus."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from cad_pipeline.cad.build import build_solid
+from cad_pipeline.cad.measure import measure
+from cad_pipeline.cad.openecad.interpreter import interpret
+from cad_pipeline.defs.conversations import ConversationConfig, conversations
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.render import RenderConfig, rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
@@ -72,6 +78,57 @@ def test_rendered_views_draw_every_selected_model_once_and_reuse_them(settings):
     again = dg.materialize(assets, resources={"settings": settings}, partition_key="full")
     metadata = again.asset_materializations_for_node("rendered_views")[0].metadata
     assert (metadata["rendered"].value, metadata["reused"].value) == (0, n_selected)
+
+
+def _load_like_tinyllava(data_path: Path, image_folder: Path) -> list[tuple[Image.Image, str, str]]:
+    """TinyLLaVA Factory's custom fine-tuning loader, from its documented format: a JSON list; `image` opened from
+    `--image_folder`; turns alternate starting with the human, whose turn carries `<image>`; OpenECAD's inference
+    script takes the code from the first ```python block of the answer."""
+    samples = []
+    for record in json.loads(data_path.read_text()):
+        image = Image.open(image_folder / record["image"]).convert("RGB")
+        roles = [turn["from"] for turn in record["conversations"]]
+        assert roles[0] == "human" and roles == ["human", "gpt"] * (len(roles) // 2)
+        assert "<image>" in record["conversations"][0]["value"]
+        code = re.search(r"```python(.*?)```", record["conversations"][1]["value"], re.DOTALL).group(1)
+        samples.append((image, record["id"], code))
+    return samples
+
+
+def test_conversations_load_in_tinyllava_format_and_every_answer_rebuilds(settings):
+    result = dg.materialize([deepcad_corpus, cad_subset, rendered_views, conversations], resources={"settings": settings}, partition_key="full")
+    assert result.success
+    metadata = result.asset_materializations_for_node("conversations")[0].metadata
+    checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations() if evaluation.asset_key.path == ["conversations"]}
+    assert checks == {name: True for name in ("round_trip", "format_valid", "images_present", "no_split_leak", "answers_not_empty")}
+    manifest = pd.read_parquet(result.asset_materializations_for_node("cad_subset")[0].metadata["manifest"].value)
+    selected = manifest[manifest.selected]
+    image_folder = Path(metadata["image_folder"].value)
+    train = _load_like_tinyllava(Path(metadata["train_json"].value), image_folder)
+    val = _load_like_tinyllava(Path(metadata["val_json"].value), image_folder)
+    assert len(train) == 3 * (selected.split == "train").sum() - 3 * metadata["dropped_models"].value + 3 * (selected.split != "train").sum() - len(val)
+    assert {image.size for image, _, _ in train + val} == {(512, 512)}
+    assert metadata["train_samples"].value == len(train) and metadata["val_samples"].value == len(val) > 0
+    by_model = {}
+    for _, sample_id, code in train + val:
+        by_model.setdefault(sample_id.rsplit("_", 1)[0], set()).add(code)
+    assert all(len(codes) == 1 for codes in by_model.values())  # every view of a model has the same answer
+    volumes = dict(zip(selected.id.str.replace("/", "_"), selected.volume))
+    for model, codes in list(by_model.items())[:5]:
+        rebuilt = measure(build_solid(interpret(codes.pop())))
+        assert rebuilt.volume == pytest.approx(volumes[model], rel=1e-4)
+    percentiles = metadata["answer_length_percentiles"].value
+    assert 0 < percentiles["tokens"]["p50"] <= percentiles["tokens"]["p100"] <= 3072
+    assert "Of course, here are the codes:" in metadata["examples"].value
+    tight = dg.materialize(
+        [deepcad_corpus, cad_subset, rendered_views, conversations],
+        resources={"settings": settings},
+        partition_key="full",
+        run_config=dg.RunConfig({"conversations": ConversationConfig(token_budget=percentiles["tokens"]["p50"])}),
+    )
+    dropped = tight.asset_materializations_for_node("conversations")[0].metadata["dropped_by_reason"].value
+    assert 0 < dropped["over_token_budget"] < len(by_model)
+    assert tight.asset_materializations_for_node("conversations")[0].metadata["answers_reused"].value == len(selected)
 
 
 def test_grid_layout_makes_one_checked_image_per_model(settings):

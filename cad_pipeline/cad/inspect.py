@@ -11,6 +11,8 @@ from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.measure import measure
+from cad_pipeline.cad.openecad.interpreter import interpret
+from cad_pipeline.cad.openecad.program import CodeRejected
 from cad_pipeline.store import code_version
 
 
@@ -54,9 +56,25 @@ def inspector_version() -> str:
 
 def inspect_bytes(raw: bytes | str, model_id: str) -> ModelReport:
     """Read, build and measure; bad input gives a report with valid=False, never an exception."""
+    return _inspect(lambda: read_bytes(raw, model_id), model_id)
+
+
+def inspect_code(source: str, model_id: str) -> ModelReport:
+    """The same report for OpenECAD code, read through the safe interpreter (nothing in it is executed)."""
+
+    def read():
+        try:
+            return interpret(source, model_id)
+        except CodeRejected as error:
+            raise ModelError("code_rejected", str(error)) from None
+
+    return _inspect(read, model_id)
+
+
+def _inspect(read, model_id: str) -> ModelReport:
     n_extrudes = n_curves = 0
     try:
-        sequence = read_bytes(raw, model_id)
+        sequence = read()
         n_extrudes, n_curves = len(sequence.extrudes), sequence.n_curves
         measured = measure(build_solid(sequence))
         if not measured.volume > 0.0:

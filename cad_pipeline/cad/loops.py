@@ -97,7 +97,7 @@ def _ccw_loop(curves: list[Curve], where: str, tolerance: float) -> tuple[Loop, 
     chained, positions = _chain(curves, where, tolerance)
     loop = Loop(chained)
     area = signed_area(loop)
-    if abs(area) <= tolerance * _perimeter(loop):
+    if abs(area) <= tolerance * perimeter(loop):
         raise ModelError(
             "degenerate_loop",
             f"{where} encloses no area (its curves fold back on themselves, or it crosses itself so that its lobes cancel)",
@@ -341,10 +341,15 @@ def _curve_start(curve: Curve) -> Point2:
     return curve.start
 
 
-def _perimeter(loop: Loop) -> float:
+def perimeter(loop: Loop) -> float:
     total = 0.0
     for curve in loop.curves:
-        total += curve.radius * _sweep(curve) if isinstance(curve, Arc) else _distance(curve.start, curve.end)
+        if isinstance(curve, Circle):
+            total += 2.0 * math.pi * curve.radius
+        elif isinstance(curve, Arc):
+            total += curve.radius * _sweep(curve)
+        else:
+            total += _distance(curve.start, curve.end)
     return total
 
 

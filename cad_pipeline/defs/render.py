@@ -1,7 +1,6 @@
 """Rendered views: orthographic line drawings of every model of a scale, from the shared render store."""
 
 import base64
-import struct
 from pathlib import Path
 
 import dagster as dg
@@ -14,7 +13,7 @@ from cad_pipeline.defs.data import MANIFEST, OWNERS, cad_subset
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import PipelineSettings
 from cad_pipeline.files import atomic_write_parquet
-from cad_pipeline.render.batch import BatchResult, RenderSettings, render_models
+from cad_pipeline.render.batch import BatchResult, RenderSettings, png_size, render_models
 from cad_pipeline.render.gallery import contact_sheet
 
 RENDER_INDEX = "renders.parquet"
@@ -57,7 +56,7 @@ def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, sett
     files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}
     with settings.open_executor() as executor:
         result = render_models(files, render_settings, settings.store_path, executor, timeout=settings.model_timeout)
-    index = _render_index(result, selected)
+    index = _render_index(result, selected, render_settings)
     index_path = settings.partition_dir(scale) / RENDER_INDEX
     atomic_write_parquet(index, index_path)
     context.log.info(
@@ -81,38 +80,27 @@ def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, sett
     )
 
 
-def _render_index(result: BatchResult, selected: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, view) image, with the model's split, in subset order."""
+def _render_index(result: BatchResult, selected: pd.DataFrame, settings: RenderSettings) -> pd.DataFrame:
+    """One row per (model, view) image, with the model's split and the settings that made it, in subset order."""
     split_of = dict(zip(selected.id, selected.split))
     rows = [
-        {"id": outcome.id, "split": split_of[outcome.id], "view": view, "image": image}
+        {"id": outcome.id, "split": split_of[outcome.id], "view": view, "image": image, "layout": settings.layout, "size": settings.size}
         for outcome in result.outcomes
         for view, image in outcome.images.items()
     ]
-    return pd.DataFrame(rows, columns=["id", "split", "view", "image"])
+    return pd.DataFrame(rows, columns=["id", "split", "view", "image", "layout", "size"])
 
 
 def _renders_complete(index: pd.DataFrame, selected: pd.DataFrame, settings: RenderSettings) -> dg.AssetCheckResult:
     """Reads every image's PNG header, so a missing or wrong-size file fails the check."""
     size = (settings.size, settings.size)
-    present = {(row.id, row.view) for row in index.itertuples() if _png_size(Path(row.image)) == size}
+    present = {(row.id, row.view) for row in index.itertuples() if png_size(Path(row.image)) == size}
     missing = [f"{model_id} {name}" for model_id in selected.id for name in settings.image_names if (model_id, name) not in present]
     return dg.AssetCheckResult(
         check_name="renders_complete",
         passed=not missing,
         metadata={"images_checked": len(index), "missing_or_wrong_size": dg.MetadataValue.json(missing[:50])},
     )
-
-
-def _png_size(path: Path) -> tuple[int, int] | None:
-    try:
-        with path.open("rb") as stream:
-            header = stream.read(24)
-    except OSError:
-        return None
-    if header[:8] != b"\x89PNG\r\n\x1a\n":
-        return None
-    return struct.unpack(">II", header[16:24])
 
 
 def _gallery_markdown(index: pd.DataFrame, views: tuple[str, ...], size: int) -> str:

@@ -10,9 +10,10 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -167,18 +168,34 @@ def _settings_version(settings: RenderSettings) -> str:
     return digest.hexdigest()[:16]
 
 
-def link_images(outcomes: list[RenderOutcome], folder: Path) -> list[Path]:
-    """Readable names (`<id>_<view>.png`, slashes of bucketed ids as '_') for store images: hard links, or copies
+def png_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from a PNG's header, or None when the file is missing or no PNG."""
+    try:
+        with Path(path).open("rb") as stream:
+            header = stream.read(24)
+    except OSError:
+        return None
+    if header[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return struct.unpack(">II", header[16:24])
+
+
+def image_file_name(model_id: str, view: str) -> str:
+    """The readable name of a model's image: `<id>_<view>.png`, slashes of bucketed ids as '_'."""
+    return f"{model_id.replace('/', '_')}_{view}.png"
+
+
+def link_images(images: Iterable[tuple[str, str, str]], folder: Path) -> list[Path]:
+    """Give (model id, view, store path) images their readable names in `folder`: hard links, or copies
     where the store is on another file system."""
     folder.mkdir(parents=True, exist_ok=True)
     linked = []
-    for outcome in outcomes:
-        for view, image in outcome.images.items():
-            target = folder / f"{outcome.id.replace('/', '_')}_{view}.png"
-            target.unlink(missing_ok=True)
-            try:
-                os.link(image, target)
-            except OSError:
-                shutil.copyfile(image, target)
-            linked.append(target)
+    for model_id, view, image in images:
+        target = folder / image_file_name(model_id, view)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(image, target)
+        except OSError:
+            shutil.copyfile(image, target)
+        linked.append(target)
     return linked

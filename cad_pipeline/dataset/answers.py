@@ -1,0 +1,128 @@
+"""The code answer of every model, each proven by a round trip, kept in the content-addressed store.
+
+An answer depends only on the model file and the code that writes, reads and builds it, so it is
+stored under the file's hash and that code's version: a larger scale, or a rerun, only works on
+models it has not seen. Building can crash or hang inside OpenCASCADE, so each model runs in a
+sandbox, as rendering does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from cad_pipeline.cad.deepcad_json import read_bytes
+from cad_pipeline.cad.errors import ModelError
+from cad_pipeline.cad.measure import Measurements
+from cad_pipeline.cad.openecad.round_trip import round_trip
+from cad_pipeline.files import atomic_write_bytes
+from cad_pipeline.parallel import isolated_map
+from cad_pipeline.store import code_version, store_path
+
+ANSWER_MODULES = (
+    "cad/sequence.py", "cad/loops.py", "cad/deepcad_json.py", "cad/build.py", "cad/measure.py",
+    "cad/openecad/numbers.py", "cad/openecad/planes.py", "cad/openecad/loop_order.py", "cad/openecad/writer.py",
+    "cad/openecad/program.py", "cad/openecad/interpreter.py", "cad/openecad/round_trip.py", "dataset/answers.py",
+)  # fmt: skip
+CHUNK = 32
+"""Models per task, so each task's sandbox fork is shared by several models."""
+
+
+@dataclass(frozen=True)
+class CodeAnswer:
+    id: str
+    code: str | None
+    """None when the model could not be read or its code could not be written."""
+    round_trip: bool
+    reason: str | None
+    """Why there is no code or why the round trip failed."""
+    reused: bool
+    displacement_bound: float | None = None
+    bbox_error: float | None = None
+    volume_error: float | None = None
+    volume_tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class AnswersResult:
+    answers: list[CodeAnswer]
+    seconds: float
+
+    @property
+    def reused(self) -> int:
+        return sum(answer.reused for answer in self.answers)
+
+    @property
+    def failed_round_trip(self) -> list[CodeAnswer]:
+        return [answer for answer in self.answers if not answer.round_trip]
+
+
+def answers_version() -> str:
+    return code_version(*ANSWER_MODULES)
+
+
+def code_answers(
+    files: dict[str, Path],
+    direct: dict[str, Measurements],
+    store: Path,
+    executor: Executor,
+    timeout: float = 60.0,
+    progress: Callable[[int], None] | None = None,
+) -> AnswersResult:
+    """Every model's code answer and round-trip verdict against its direct build (`direct`, from the subset)."""
+    started = time.perf_counter()
+    jobs = [(model_id, str(path), direct[model_id], str(store)) for model_id, path in files.items()]
+    chunks = [jobs[start : start + CHUNK] for start in range(0, len(jobs), CHUNK)]
+    answers: list[CodeAnswer] = []
+    for chunk_answers in executor.map(answer_chunk, chunks, [timeout] * len(chunks)):
+        answers.extend(chunk_answers)
+        if progress:
+            progress(len(chunk_answers))
+    return AnswersResult(answers, time.perf_counter() - started)
+
+
+def answer_chunk(jobs: list[tuple], timeout: float) -> list[CodeAnswer]:
+    """Worker: a few models, each in a sandbox that is replaced when a model hangs or crashes it."""
+    answers = []
+    for job, isolated in zip(jobs, isolated_map(answer_one, jobs, timeout)):
+        if isolated.failure is None:
+            answers.append(isolated.result)
+        else:
+            answers.append(CodeAnswer(job[0], None, False, f"{isolated.failure}: {isolated.detail}", False))
+    return answers
+
+
+def answer_one(job: tuple[str, str, Measurements, str]) -> CodeAnswer:
+    """Worker: one model's answer, from the store when it is there."""
+    model_id, path, direct, store = job
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        return CodeAnswer(model_id, None, False, f"cannot read {path}: {error.strerror}", False)
+    stored = store_path(Path(store), "answers", answers_version(), hashlib.sha256(raw).hexdigest(), ".json")
+    if stored.is_file():
+        return CodeAnswer(id=model_id, reused=True, **json.loads(stored.read_bytes()))
+    try:
+        result = round_trip(read_bytes(raw, model_id), direct)
+    except ModelError as error:
+        return CodeAnswer(model_id, None, False, f"the model cannot be read: {error.message}", False)
+    answer = CodeAnswer(
+        id=model_id,
+        code=result.code,
+        round_trip=result.passed,
+        reason=result.reason,
+        reused=False,
+        displacement_bound=result.displacement_bound,
+        bbox_error=result.bbox_error,
+        volume_error=result.volume_error,
+        volume_tolerance=result.volume_tolerance,
+    )
+    record = asdict(answer)
+    del record["id"], record["reused"]
+    atomic_write_bytes(stored, json.dumps(record).encode())
+    return answer

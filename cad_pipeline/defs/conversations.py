@@ -1,0 +1,167 @@
+"""Conversations: TinyLLaVA train.json / val.json whose answers are OpenECAD v2 code proven to rebuild each model."""
+
+import json
+import shutil
+import time
+from collections import defaultdict
+
+import dagster as dg
+import pandas as pd
+
+from cad_pipeline.cad.measure import Measurements
+from cad_pipeline.dataset.answers import code_answers
+from cad_pipeline.dataset.conversations import ConversationSet, build_conversations, format_problems
+from cad_pipeline.dataset.corpus import model_path
+from cad_pipeline.dataset.tokens import OPENECAD_TOKENIZER, open_token_counter
+from cad_pipeline.defs.data import MANIFEST, OWNERS
+from cad_pipeline.defs.partitions import scale_partitions
+from cad_pipeline.defs.render import RENDER_INDEX, rendered_views
+from cad_pipeline.defs.resources import PipelineSettings
+from cad_pipeline.files import atomic_write_bytes
+from cad_pipeline.render.batch import link_images, png_size
+
+IMAGE_FOLDER = "images"
+CHECKS = {
+    "round_trip": "Every selected model's code, read back by the safe interpreter, rebuilds its solid (volume and bbox).",
+    "format_valid": "train.json and val.json are TinyLLaVA records: id, image, human turn with <image> first, then the code answer.",
+    "images_present": "Every referenced image exists in the image folder and has the rendered size.",
+    "no_split_leak": "No model has samples in both train.json and val.json.",
+    "answers_not_empty": "Every answer holds code.",
+}
+
+
+class ConversationConfig(dg.Config):
+    tokenizer: str = OPENECAD_TOKENIZER
+    """cl100k_base (what OpenECAD's dataset script counts with), or the local folder of your base model's tokenizer."""
+    token_budget: int = 3072
+    """Answers longer than this many tokens are dropped (OpenECAD's create_datasets.sh uses 3072)."""
+    examples: int = 2
+    """Conversations shown in the metadata."""
+
+
+@dg.asset(
+    group_name="data",
+    kinds={"python", "json"},
+    owners=OWNERS,
+    partitions_def=scale_partitions,
+    deps=[rendered_views],
+    check_specs=[dg.AssetCheckSpec(name, asset="conversations", description=text) for name, text in CHECKS.items()],
+    description=(
+        "TinyLLaVA Factory fine-tuning data: train.json and val.json with one conversation per rendered image, "
+        "the answer being complete OpenECAD v2 code that rebuilds the model (checked by reading it back through the "
+        "safe interpreter), and images/ with readable names linked to the render store."
+    ),
+)
+def conversations(context: dg.AssetExecutionContext, config: ConversationConfig, settings: PipelineSettings) -> dg.MaterializeResult:
+    started = time.perf_counter()
+    folder = settings.partition_dir(context.partition_key)
+    manifest = pd.read_parquet(folder / MANIFEST)
+    selected = manifest[manifest.selected]
+    renders = pd.read_parquet(folder / RENDER_INDEX)
+    files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}
+    with settings.open_executor() as executor:
+        answers = code_answers(files, _direct_measurements(selected), settings.store_path, executor, settings.model_timeout)
+    views = defaultdict(list)
+    for row in renders.itertuples():
+        views[row.id].append(row.view)
+    layout = renders.layout.iloc[0] if len(renders) else "per_view"
+    result = build_conversations(
+        list(zip(selected.id, selected.split)),
+        {answer.id: answer for answer in answers.answers},
+        views,
+        layout,
+        open_token_counter(config.tokenizer),
+        config.token_budget,
+    )
+    image_folder = folder / IMAGE_FOLDER
+    shutil.rmtree(image_folder, ignore_errors=True)
+    kept = result.train_models | result.val_models
+    link_images(((row.id, row.view, row.image) for row in renders.itertuples() if row.id in kept), image_folder)
+    for name, records in (("train.json", result.train), ("val.json", result.val)):
+        atomic_write_bytes(folder / name, json.dumps(records, indent=1).encode())
+    failed = answers.failed_round_trip
+    context.log.info(
+        f"{context.partition_key}: {len(result.train):,} train and {len(result.val):,} val samples, "
+        f"dropped {result.dropped_by_reason}, {len(failed)} models fail the round trip"
+    )
+    expected_size = int(renders["size"].iloc[0]) if len(renders) else 0
+    return dg.MaterializeResult(
+        metadata={
+            "train_json": dg.MetadataValue.path(str((folder / "train.json").resolve())),
+            "val_json": dg.MetadataValue.path(str((folder / "val.json").resolve())),
+            "image_folder": dg.MetadataValue.path(str(image_folder.resolve())),
+            "train_samples": len(result.train),
+            "val_samples": len(result.val),
+            "models": len(kept),
+            "dropped_models": sum(result.dropped_by_reason.values()),
+            "dropped_by_reason": dg.MetadataValue.json(result.dropped_by_reason),
+            "answers_written": len(answers.answers) - answers.reused,
+            "answers_reused": answers.reused,
+            "answer_length_percentiles": dg.MetadataValue.json(result.length_percentiles()),
+            "tokenizer": config.tokenizer,
+            "token_budget": config.token_budget,
+            "seconds": round(time.perf_counter() - started, 2),
+            "examples": dg.MetadataValue.md(_examples_markdown(result, config.examples)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="round_trip",
+                passed=not failed,
+                metadata={
+                    "models_checked": len(answers.answers),
+                    "failed": dg.MetadataValue.json({answer.id: answer.reason for answer in failed[:50]}),
+                },
+            ),
+            _format_check(result),
+            _images_check(result, image_folder, expected_size),
+            dg.AssetCheckResult(
+                check_name="no_split_leak",
+                passed=not (result.train_models & result.val_models),
+                metadata={"in_both": dg.MetadataValue.json(sorted(result.train_models & result.val_models)[:50])},
+            ),
+            _answers_check(result),
+        ],
+    )
+
+
+def _direct_measurements(selected: pd.DataFrame) -> dict[str, Measurements]:
+    """Each model's directly built volume, area and bbox, as the subset measured them."""
+    return {
+        row.id: Measurements(
+            row.volume, row.area, (row.bbox_min_x, row.bbox_min_y, row.bbox_min_z), (row.bbox_max_x, row.bbox_max_y, row.bbox_max_z)
+        )
+        for row in selected.itertuples()
+    }
+
+
+def _format_check(result: ConversationSet) -> dg.AssetCheckResult:
+    problems = format_problems(result.train) + format_problems(result.val)
+    ids = [record["id"] for record in result.train + result.val]
+    duplicates = len(ids) - len(set(ids))
+    if duplicates:
+        problems.append(f"{duplicates} ids are used twice")
+    return dg.AssetCheckResult(
+        check_name="format_valid", passed=not problems, metadata={"records": len(ids), "problems": dg.MetadataValue.json(problems[:50])}
+    )
+
+
+def _images_check(result: ConversationSet, image_folder, size: int) -> dg.AssetCheckResult:
+    """Reads every referenced image's PNG header, so a missing or wrong-size file fails the check."""
+    bad = [record["image"] for record in result.train + result.val if png_size(image_folder / record["image"]) != (size, size)]
+    return dg.AssetCheckResult(
+        check_name="images_present",
+        passed=not bad,
+        metadata={"expected_size": size, "missing_or_wrong_size": dg.MetadataValue.json(bad[:50])},
+    )
+
+
+def _answers_check(result: ConversationSet) -> dg.AssetCheckResult:
+    empty = [record["id"] for record in result.train + result.val if "add_extrude(" not in record["conversations"][1]["value"]]
+    return dg.AssetCheckResult(check_name="answers_not_empty", passed=not empty, metadata={"empty": dg.MetadataValue.json(empty[:50])})
+
+
+def _examples_markdown(result: ConversationSet, count: int) -> str:
+    records = (result.train + result.val)[:count]
+    if not records:
+        return "no samples"
+    return "\n\n".join(f"**{record['id']}**\n\n```json\n{json.dumps(record, indent=1)}\n```" for record in records)

@@ -57,6 +57,33 @@ class Isolated:
     detail: str = ""
 
 
+def map_in_sandboxes(
+    executor: Executor,
+    function: Callable[[Any], Any],
+    jobs: list,
+    failed: Callable[[Any, Isolated], Any],
+    timeout: float,
+    chunk: int,
+    progress: Callable[[int], None] | None = None,
+) -> list:
+    """`function` over jobs on the executor, in order, each job in a sandbox (see `isolated_map`); a job that hangs
+    or crashes gives `failed(job, isolated)` instead. Jobs go in chunks, so each task's sandbox serves several."""
+    chunks = [jobs[start : start + chunk] for start in range(0, len(jobs), chunk)]
+    results = []
+    for done in executor.map(_sandboxed_chunk, chunks, [function] * len(chunks), [failed] * len(chunks), [timeout] * len(chunks)):
+        results.extend(done)
+        if progress:
+            progress(len(done))
+    return results
+
+
+def _sandboxed_chunk(jobs: list, function: Callable[[Any], Any], failed: Callable[[Any, Isolated], Any], timeout: float) -> list:
+    return [
+        isolated.result if isolated.failure is None else failed(job, isolated)
+        for job, isolated in zip(jobs, isolated_map(function, jobs, timeout))
+    ]
+
+
 def isolated_map(function: Callable[[Any], Any], items: list, timeout: float) -> Iterator[Isolated]:
     """Run `function` over items in this process's sandbox for it, in order, one `Isolated` per item.
 

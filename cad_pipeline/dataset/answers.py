@@ -21,7 +21,7 @@ from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.measure import Measurements
 from cad_pipeline.cad.openecad.round_trip import round_trip
 from cad_pipeline.files import atomic_write_bytes
-from cad_pipeline.parallel import isolated_map
+from cad_pipeline.parallel import Isolated, map_in_sandboxes
 from cad_pipeline.store import code_version, store_path
 
 ANSWER_MODULES = (
@@ -30,7 +30,7 @@ ANSWER_MODULES = (
     "cad/openecad/program.py", "cad/openecad/interpreter.py", "cad/openecad/round_trip.py", "dataset/answers.py",
 )  # fmt: skip
 CHUNK = 32
-"""Models per task, so each task's sandbox fork is shared by several models."""
+"""Models per task: each task's sandbox serves several models."""
 
 
 @dataclass(frozen=True)
@@ -77,24 +77,12 @@ def code_answers(
     """Every model's code answer and round-trip verdict against its direct build (`direct`, from the subset)."""
     started = time.perf_counter()
     jobs = [(model_id, str(path), direct[model_id], str(store)) for model_id, path in files.items()]
-    chunks = [jobs[start : start + CHUNK] for start in range(0, len(jobs), CHUNK)]
-    answers: list[CodeAnswer] = []
-    for chunk_answers in executor.map(answer_chunk, chunks, [timeout] * len(chunks)):
-        answers.extend(chunk_answers)
-        if progress:
-            progress(len(chunk_answers))
+    answers = map_in_sandboxes(executor, answer_one, jobs, _answer_failed, timeout, CHUNK, progress)
     return AnswersResult(answers, time.perf_counter() - started)
 
 
-def answer_chunk(jobs: list[tuple], timeout: float) -> list[CodeAnswer]:
-    """Worker: a few models, each in a sandbox that is replaced when a model hangs or crashes it."""
-    answers = []
-    for job, isolated in zip(jobs, isolated_map(answer_one, jobs, timeout)):
-        if isolated.failure is None:
-            answers.append(isolated.result)
-        else:
-            answers.append(CodeAnswer(job[0], None, False, f"{isolated.failure}: {isolated.detail}", False))
-    return answers
+def _answer_failed(job: tuple[str, str, Measurements, str], isolated: Isolated) -> CodeAnswer:
+    return CodeAnswer(job[0], None, False, f"{isolated.failure}: {isolated.detail}", False)
 
 
 def answer_one(job: tuple[str, str, Measurements, str]) -> CodeAnswer:

@@ -23,7 +23,7 @@ from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.files import atomic_write_bytes
-from cad_pipeline.parallel import isolated_map
+from cad_pipeline.parallel import Isolated, map_in_sandboxes
 from cad_pipeline.render.drawing import LineStyle, draw_grid, draw_views, encode_png
 from cad_pipeline.render.views import parse_views
 from cad_pipeline.store import code_version, store_path
@@ -110,24 +110,12 @@ def render_models(
     """
     started = time.perf_counter()
     jobs = [(model_id, str(path), settings, str(store)) for model_id, path in files.items()]
-    chunks = [jobs[start : start + CHUNK] for start in range(0, len(jobs), CHUNK)]
-    outcomes = []
-    for chunk_outcomes in executor.map(render_chunk, chunks, [timeout] * len(chunks)):
-        outcomes.extend(chunk_outcomes)
-        if progress:
-            progress(len(chunk_outcomes))
+    outcomes = map_in_sandboxes(executor, render_one, jobs, _render_failed, timeout, CHUNK, progress)
     return BatchResult(outcomes=outcomes, seconds=time.perf_counter() - started)
 
 
-def render_chunk(jobs: list[tuple[str, str, RenderSettings, str]], timeout: float) -> list[RenderOutcome]:
-    """Worker: a few models, each in a sandbox that is replaced when a model hangs or crashes it."""
-    outcomes = []
-    for job, isolated in zip(jobs, isolated_map(render_one, jobs, timeout)):
-        if isolated.failure is None:
-            outcomes.append(isolated.result)
-        else:
-            outcomes.append(RenderOutcome(job[0], "failed", isolated.failure, f"{job[1]}: {isolated.detail}", {}))
-    return outcomes
+def _render_failed(job: tuple[str, str, RenderSettings, str], isolated: Isolated) -> RenderOutcome:
+    return RenderOutcome(job[0], "failed", isolated.failure, f"{job[1]}: {isolated.detail}", {})
 
 
 def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:

@@ -95,7 +95,7 @@ def _displacement_bound(true: Extrude, stated: Extrude) -> float:
         math.dist(true.plane.y_axis, stated.plane.y_axis),
         math.dist(true.plane.normal, stated.plane.normal),
     )
-    (u0, v0), (u1, v1) = _profile_bbox(true)
+    (u0, v0), (u1, v1) = true.profile.loops[0].bbox()  # the outer loop encloses the holes
     low, high = true.depth_interval()
     reach = max(abs(u0), abs(u1)) + max(abs(v0), abs(v1)) + max(abs(low), abs(high))
     return shift + turn * reach + (math.sqrt(2.0) + 2.0) * PRINT_RESOLUTION + _arc_shift(true)
@@ -113,11 +113,6 @@ def _arc_shift(extrude: Extrude) -> float:
                     radius = math.dist(center, points[0]) / 1000.0
                     shift = max(shift, math.dist((center[0] / 1000.0, center[1] / 1000.0), curve.center) + abs(radius - curve.radius))
     return shift
-
-
-def _profile_bbox(extrude: Extrude):
-    boxes = [loop.bbox() for loop in extrude.profile.loops]
-    return (min(b[0][0] for b in boxes), min(b[0][1] for b in boxes)), (max(b[1][0] for b in boxes), max(b[1][1] for b in boxes))
 
 
 def _prism_area(extrude: Extrude) -> float:

@@ -6,7 +6,10 @@ to the latest `Curves` list and loops to the latest `Loops` list, `add_loop` reo
 in place (`loop_order`), `add_sketchplane` derives y = normal x x_axis, and numbers are
 millimetres. Two of that reader's numeric slips are not copied: it stores plane directions as
 spherical angles whose azimuth comes from arctan (not arctan2), so a normal or y axis pointing
-towards -x comes back pointing towards +x; here every direction is used as written.
+towards -x comes back pointing towards +x; here every direction is used as written, except that a
+direction within rounding of an axis of an earlier sketch plane is that axis (`planes.snap_frame`):
+sketches on faces share their axes exactly, and printing each plane separately must not pull faces
+that coincided microns apart.
 
 Every problem is a `CodeRejected` naming the line.
 """
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.loops import assemble_profile
 from cad_pipeline.cad.openecad.loop_order import CodeCurve, reorder_loop
-from cad_pipeline.cad.openecad.planes import KINDS, Frame, absolute_frame, referenced_frame
+from cad_pipeline.cad.openecad.planes import KINDS, Frame, absolute_frame, referenced_frame, snap_frame
 from cad_pipeline.cad.openecad.program import CodeRejected, Name, Statement, parse_program
 from cad_pipeline.cad.sequence import Arc, CadSequence, Circle, ExtentType, Extrude, Line, Operation, SketchPlane
 
@@ -87,6 +90,7 @@ class _Interpreter:
         self.curves: _List | None = None
         self.loops: _List | None = None
         self.extrudes: list[Extrude] = []
+        self.frames: list[Frame] = []
 
     def run(self, statement: Statement) -> None:
         self.line = statement.line
@@ -124,7 +128,7 @@ class _Interpreter:
     def _add_sketchplane(self, origin, normal, x_axis) -> Frame:
         origin, normal, x_axis = self._vector(origin, 3, "origin"), self._vector(normal, 3, "normal"), self._vector(x_axis, 3, "x_axis")
         try:
-            return absolute_frame(origin, normal, x_axis)
+            return self._keep_frame(absolute_frame(origin, normal, x_axis))
         except ValueError:
             self._reject(f"add_sketchplane: normal {list(normal)} and x_axis {list(x_axis)} do not span a plane (zero or parallel)")
 
@@ -143,9 +147,15 @@ class _Interpreter:
                 self._reject("add_sketchplane_ref: type 'line' needs line= a Line of the referenced extrude's profile")
             segment = (line.start, line.end)
         try:
-            return referenced_frame(extrude.frame, extrude.extent_one, extrude.extent_two, type, origin, angle, reverse, segment)
+            frame = referenced_frame(extrude.frame, extrude.extent_one, extrude.extent_two, type, origin, angle, reverse, segment)
         except ValueError:
             self._reject("add_sketchplane_ref: the referenced line has no length")
+        return self._keep_frame(frame)
+
+    def _keep_frame(self, frame: Frame) -> Frame:
+        frame = snap_frame(frame, self.frames)
+        self.frames.append(frame)
+        return frame
 
     def _add_line(self, start, end) -> CodeCurve:
         return self._append_curve(CodeCurve("line", self._vector(start, 2, "start"), self._vector(end, 2, "end")))

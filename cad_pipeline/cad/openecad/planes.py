@@ -26,6 +26,12 @@ on, or parallel to, another: far below the 5e-5 mm that printing to 4 decimals r
 
 KINDS = ("sameplane", "extent_one", "extent_two", "line")
 
+SNAP_ANGLE = 5e-4
+"""Radians within which a stated direction is taken to be an axis of an earlier sketch plane. Printing a unit
+vector to 4 decimals turns it by up to sqrt(3) * 5e-5 = 8.7e-5 rad; an x axis made perpendicular to a printed
+normal turns by up to twice that and y = normal x x by up to three times, so two printings of one true axis
+disagree by up to about 4.3e-4 rad."""
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -84,6 +90,32 @@ def absolute_frame(origin: Vector, normal: Vector, x_axis: Vector) -> Frame:
     normal = unit(normal)
     x_axis = unit(sub(x_axis, scale(normal, dot(x_axis, normal))))
     return Frame(origin=tuple(origin), x_axis=x_axis, y_axis=cross(normal, x_axis), normal=normal)
+
+
+def snap_frame(frame: Frame, earlier: list[Frame]) -> Frame:
+    """The frame with its normal and x axis set exactly to earlier planes' axes that they lie within SNAP_ANGLE of.
+
+    A sketch drawn on a face of an earlier extrude shares that extrude's axes exactly. Printing each
+    plane's directions separately breaks this by up to SNAP_ANGLE, which leaves faces that were
+    coincident, or edges that lay on a face, microns apart, and OpenCASCADE's booleans can then lose a
+    face. Taking such a direction to be the earlier axis restores the shared geometry.
+    """
+    axes = [signed for other in earlier for axis in (other.x_axis, other.y_axis, other.normal) for signed in (axis, scale(axis, -1.0))]
+    normal, x_axis = _nearest_axis(frame.normal, axes), _nearest_axis(frame.x_axis, axes)
+    if normal is not None and x_axis is not None and abs(dot(normal, x_axis)) < 1e-9:
+        return Frame(origin=frame.origin, x_axis=x_axis, y_axis=cross(normal, x_axis), normal=normal)
+    if normal is not None:
+        return absolute_frame(frame.origin, normal, frame.x_axis)
+    if x_axis is not None:
+        normal = unit(sub(frame.normal, scale(x_axis, dot(frame.normal, x_axis))))
+        return Frame(origin=frame.origin, x_axis=x_axis, y_axis=cross(normal, x_axis), normal=normal)
+    return frame
+
+
+def _nearest_axis(direction: Vector, axes: list[Vector]) -> Vector | None:
+    turns = [(math.atan2(math.hypot(*cross(direction, axis)), dot(direction, axis)), axis) for axis in axes]
+    close = [(turn, axis) for turn, axis in turns if turn < SNAP_ANGLE]
+    return min(close)[1] if close else None
 
 
 def referenced_frame(

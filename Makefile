@@ -5,13 +5,16 @@ BIN := $(VENV)/bin
 export CAD_PIPELINE_DATA ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CAD_PIPELINE_DATA)/dagster_home
 BENCH_CORPUS := $(CAD_PIPELINE_DATA)/bench_corpus
+# The CPU build; put your own (CUDA) torch into $(VENV) first and it is kept.
+TORCH ?= torch==2.13.0
 
-.PHONY: install run test ui bench clean
+.PHONY: install run test ui mlflow bench clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
@@ -19,11 +22,19 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
+# The demo trains the tiny model for a bounded number of steps; drop the limits for a full epoch.
+RUN_TRAINING ?= --max-steps 30 --validation-samples 24 --plan-steps 8 --plan-warmup 2
+
 run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/cad-pipeline materialize --scale 1k
+	$(BIN)/cad-pipeline materialize --scale 1k $(RUN_TRAINING)
 	@echo
-	@echo "Results: $(CAD_PIPELINE_DATA)/partitions/1k (manifest.parquet, renders.parquet, TinyLLaVA train.json + val.json + images/), corpus in $(CAD_PIPELINE_DATA)/deepcad"
+	@echo "Results: $(CAD_PIPELINE_DATA)/partitions/1k (manifest.parquet, renders.parquet, TinyLLaVA train.json + val.json + images/, training_plan.json, lora_adapter/), corpus in $(CAD_PIPELINE_DATA)/deepcad"
+	@echo "Training runs: make mlflow, then open http://localhost:5000 (store: $(CAD_PIPELINE_DATA)/mlflow)"
 	@echo "Browse runs, lineage and metadata: make ui, then open http://localhost:3000"
+
+mlflow: install
+	@echo "MLflow UI: http://localhost:5000"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CAD_PIPELINE_DATA)/mlflow/mlflow.db --host 127.0.0.1 --port 5000
 
 test: install
 	$(BIN)/pytest -q
@@ -39,6 +50,8 @@ bench: install
 	$(BIN)/cad-pipeline bench render --corpus cad_pipeline_tests/fixtures/deepcad_samples
 	$(BIN)/cad-pipeline bench render --corpus $(BENCH_CORPUS)
 	$(BIN)/cad-pipeline bench conversations --corpus $(BENCH_CORPUS)
+	test -f $(CAD_PIPELINE_DATA)/partitions/1k/train.json || $(BIN)/cad-pipeline materialize --scale 1k --select deepcad_corpus,cad_subset,rendered_views,conversations
+	$(BIN)/cad-pipeline bench train --scale 1k
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -77,11 +77,121 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--workers", type=int, default=0, help="processes for the all-cores figure (0: every core)")
         command.set_defaults(handler=_bench)
 
+    bench_train = benches.add_parser("train", help="our training loop against a plain transformers Trainer, real tokens/s")
+    _add_partition_argument(bench_train)
+    bench_train.add_argument("--samples", type=int, default=96, help="training samples both loops draw from")
+    bench_train.add_argument("--steps", type=int, default=12, help="timed optimizer steps per loop")
+    bench_train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    bench_train.add_argument("--batch-size", type=int, default=4)
+    bench_train.add_argument("--threads", type=int, default=0, help="CPU threads torch uses (0: torch's default)")
+    bench_train.set_defaults(handler=_bench_train)
+
+    train = commands.add_parser("train", help="fine-tune a LoRA adapter on a partition's conversations, tracked in MLflow")
+    _add_partition_argument(train)
+    _add_train_options(train)
+    train.set_defaults(handler=_train)
+
+    estimate = commands.add_parser("estimate", help="measure training steps and project time and memory for every scale")
+    _add_partition_argument(estimate)
+    _add_plan_options(estimate)
+    _add_train_options(estimate)
+    estimate.set_defaults(handler=_estimate)
+
     materialize = commands.add_parser("materialize", help="materialize assets for one scale without the UI")
     materialize.add_argument("--scale", required=True)
     materialize.add_argument("--select", default="*", help="comma-separated asset names (default: every asset)")
+    _add_plan_options(materialize)
+    _add_train_options(materialize)
     materialize.set_defaults(handler=_materialize)
     return parser
+
+
+def _add_partition_argument(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--scale", help="a materialized scale under $CAD_PIPELINE_DATA/partitions")
+    where.add_argument("--partition", type=Path, help="a folder with train.json, val.json and images/")
+
+
+def _add_plan_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan-steps", type=int, default=20, help="training steps the plan times")
+    parser.add_argument("--plan-warmup", type=int, default=3, help="untimed steps before them")
+    parser.add_argument("--memory-budget-gib", type=float, default=0.0, help="memory budget of the planner (0: the device's)")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    from cad_pipeline.train.config import TrainConfig
+
+    group = parser.add_argument_group("training settings")
+    for name, kind, default, help_text in TrainConfig.options():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+
+
+def _train_config(args):
+    from cad_pipeline.train.config import TrainConfig
+
+    return TrainConfig(**{name: getattr(args, name) for name, *_ in TrainConfig.options()})
+
+
+def _partition_dir(args) -> Path:
+    from cad_pipeline.defs.resources import settings_from_environment
+
+    folder = args.partition if args.partition else settings_from_environment().partition_dir(args.scale)
+    if not (folder / "train.json").is_file():
+        raise UsageError(f"{folder} has no train.json: materialize `conversations` for that scale first (make run does 1k)")
+    return folder
+
+
+def _train(args) -> int:
+    from cad_pipeline.defs.resources import MlflowSettings, settings_from_environment
+    from cad_pipeline.train.run import run_training
+
+    folder = _partition_dir(args)
+    settings = settings_from_environment()
+    tracking = MlflowSettings().tracking(settings)
+    run = run_training(_train_config(args), folder, folder / "lora_adapter", tracking, f"train {folder.name}", {"partition": folder.name, "source": "cli"})
+    before, after = run.validation_before_and_after
+    print(f"{len(run.state.steps)} steps in {run.seconds:.1f} s ({run.seconds_per_step:.2f} s/step), validation loss {before:.4f} -> {after:.4f}")
+    print(f"adapter: {run.adapter}")
+    print(f"MLflow run: {run.run_url} (start the UI with: {_mlflow_ui_command(tracking)})")
+    return 0
+
+
+def _mlflow_ui_command(tracking) -> str:
+    return f"mlflow ui --backend-store-uri {tracking.tracking_uri} --port 5000"
+
+
+def _estimate(args) -> int:
+    import pandas as pd
+
+    from cad_pipeline.bench import render_rate
+    from cad_pipeline.dataset.corpus import model_path
+    from cad_pipeline.dataset.scales import configured_scales, scale_size
+    from cad_pipeline.defs.resources import settings_from_environment
+    from cad_pipeline.train.plan import make_plan
+    from cad_pipeline.train.session import open_session
+
+    folder = _partition_dir(args)
+    manifest = pd.read_parquet(folder / "manifest.parquet")
+    selected = manifest[manifest.selected]
+    train_models = int((selected.split == "train").sum())
+    scale = args.scale or folder.name
+    scales = [(name, scale_size(name) or train_models) for name in configured_scales()]
+    if scale not in dict(scales):
+        scales.append((scale, train_models))
+    corpus = settings_from_environment().corpus_path
+    files = [model_path(corpus, model_id) for model_id in selected.id[:12]]
+    rate = render_rate(files) if all(path.is_file() for path in files) else float("nan")
+    session = open_session(_train_config(args), folder, folder / "training_plan_model")
+    plan = make_plan(session, args.plan_steps, args.plan_warmup, scale, sorted(scales, key=lambda item: item[1]), rate, args.memory_budget_gib * 2**30)
+    projections, memory = plan.markdown()
+    print(projections)
+    print()
+    print(memory)
+    return 0
 
 
 def _inspect(args) -> int:
@@ -197,6 +307,22 @@ def _bench(args) -> int:
     return 0
 
 
+def _bench_train(args) -> int:
+    import tempfile
+
+    from cad_pipeline.train.benchmark import compare_with_trainer
+
+    folder = _partition_dir(args)
+    with tempfile.TemporaryDirectory() as work:
+        speeds = compare_with_trainer(folder, Path(work), args.samples, args.steps, args.warmup, args.batch_size, args.threads)
+    ours, trainer = speeds["ours"], speeds["trainer"]
+    print(f"partition: {folder} ({args.samples} samples, batch {args.batch_size}, {args.steps} timed steps after {args.warmup})")
+    print(f"transformers Trainer (random batches, pad to longest, full logits): {trainer.real_tokens_per_second:,.0f} real tokens/s, pad {trainer.pad_fraction:.1%}")
+    print(f"our loop (length-grouped batches, answer-only logits): {ours.real_tokens_per_second:,.0f} real tokens/s, pad {ours.pad_fraction:.1%}")
+    print(f"ratio: {ours.real_tokens_per_second / trainer.real_tokens_per_second:.2f}x")
+    return 0
+
+
 def _model_files(path: Path) -> list[Path]:
     """One model file, or every <8-digit id>.json under a folder (a DeepCAD corpus or a flat folder)."""
     if path.is_file():
@@ -223,13 +349,19 @@ def _materialize(args) -> int:
     scales = job.partitions_def.get_partition_keys() if job.partitions_def else []
     if args.scale not in scales:
         raise UsageError(f"unknown scale {args.scale!r}; configured scales: {', '.join(scales)} (set CAD_PIPELINE_SCALES to change them)")
+    training = _train_config(args).to_json()
+    plan = {"measure_steps": args.plan_steps, "warmup_steps": args.plan_warmup, "memory_budget_gib": args.memory_budget_gib}
+    op_config = {"training_plan": {**training, **plan}, "lora_adapter": training}
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,
             partition_key=args.scale,
             asset_selection=[dg.AssetKey(name) for name in names],
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            run_config={
+                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+                "ops": {name: {"config": config} for name, config in op_config.items() if name in names},
+            },
             raise_on_error=False,
         )
     _print_run_summary(result, time.perf_counter() - started, home)
@@ -242,7 +374,7 @@ def _print_run_summary(result, seconds: float, home: Path) -> None:
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         numbers = {k: v.value for k, v in materialization.metadata.items() if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)}
-        paths = [v.value for v in materialization.metadata.values() if type(v).__name__ == "PathMetadataValue"]
+        paths = [v.value for v in materialization.metadata.values() if type(v).__name__ in ("PathMetadataValue", "UrlMetadataValue")]
         partition = f"[{materialization.partition}]" if materialization.partition else ""
         print(f"  {materialization.asset_key.to_user_string()}{partition}: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in numbers.items()))
         for path in paths:

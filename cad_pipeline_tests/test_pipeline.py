@@ -20,7 +20,8 @@ from cad_pipeline.cad.openecad.interpreter import interpret
 from cad_pipeline.defs.conversations import ConversationConfig, conversations
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.render import RenderConfig, rendered_views
-from cad_pipeline.defs.resources import PipelineSettings
+from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
+from cad_pipeline.defs.training import lora_adapter, training_plan
 
 CLI = str(Path(sys.executable).with_name("cad-pipeline"))
 SAMPLE_MODELS = 60
@@ -129,6 +130,55 @@ def test_conversations_load_in_tinyllava_format_and_every_answer_rebuilds(settin
     dropped = tight.asset_materializations_for_node("conversations")[0].metadata["dropped_by_reason"].value
     assert 0 < dropped["over_token_budget"] < len(by_model)
     assert tight.asset_materializations_for_node("conversations")[0].metadata["answers_reused"].value == len(selected)
+
+
+def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_that_reloads_exactly(settings, tmp_path):
+    import torch
+    from mlflow.tracking import MlflowClient
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    training = {"max_steps": 3, "batch_size": 2, "validation_samples": 4, "learning_rate": 3e-3, "checkpoint_every": 2}
+    mlflow = MlflowSettings(tracking_dir=str(tmp_path / "mlflow"))
+    result = dg.materialize(
+        [deepcad_corpus, cad_subset, rendered_views, conversations, training_plan, lora_adapter],
+        resources={"settings": settings, "mlflow": mlflow},
+        partition_key="full",
+        run_config={"ops": {"training_plan": {"config": {**training, "measure_steps": 2, "warmup_steps": 1}}, "lora_adapter": {"config": training}}},
+    )
+    assert result.success
+    plan = result.asset_materializations_for_node("training_plan")[0].metadata
+    projections = plan["projections"].value
+    assert all(f"| {scale} |" in projections for scale in ("1k", "10k", "100k", "full"))
+    assert plan["seconds_per_step"].value > 0 and "| batch | accumulation |" in plan["memory_plan"].value
+    saved_plan = json.loads(Path(plan["plan"].value).read_text())
+    steps_1k = next(p for p in saved_plan["projections"] if p["scale"] == "1k")
+    assert steps_1k["epoch_seconds"] == pytest.approx(steps_1k["steps_per_epoch"] * saved_plan["measurement"]["seconds_per_step"])
+
+    metadata = result.asset_materializations_for_node("lora_adapter")[0].metadata
+    client = MlflowClient(tracking_uri=mlflow.tracking(settings).tracking_uri)
+    run = client.get_run(metadata["mlflow_run_id"].value)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dagster_run_id"] == result.run_id and run.data.tags["partition"] == "full"
+    assert run.data.params["lora_rank"] == "16" and run.data.params["base_model_source"].startswith("tiny")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
+    for name in ("learning_rate", "real_tokens_per_second", "pad_fraction", "peak_memory_bytes"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 3
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 3]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
+    assert {"loss_curve.png", "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/train_config.json", "adapter/tokenizer.json", "base_model"} <= artifacts
+    assert metadata["mlflow_run"].value.endswith(run.info.run_id) and "data:image/png;base64," in metadata["loss_curve"].value
+    assert metadata["planned_over_measured"].value > 0
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "validation_loss_fell"]
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.passed == (metadata["validation_loss_after"].value < metadata["validation_loss_before"].value)
+
+    adapter = Path(metadata["adapter"].value)
+    reloaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(adapter.parent / "base_model"), adapter)
+    checkpoint = next((adapter.parent / "checkpoints").rglob("state.pt"))
+    trained = torch.load(checkpoint, weights_only=False)["trainable"]
+    parameters = dict(reloaded.named_parameters())
+    assert trained and all(torch.equal(parameters[name], value) for name, value in trained.items())
 
 
 def test_grid_layout_makes_one_checked_image_per_model(settings):

@@ -4,6 +4,7 @@ from pathlib import Path
 import dagster as dg
 
 from cad_pipeline.parallel import per_model_executor
+from cad_pipeline.train.tracking import Tracking, local_tracking
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -45,6 +46,20 @@ class PipelineSettings(dg.ConfigurableResource):
         return per_model_executor(self.executor, self.workers, self.dask_address)
 
 
+class MlflowSettings(dg.ConfigurableResource):
+    """Where training and evaluation runs are recorded."""
+
+    tracking_dir: str = ""
+    """Folder of the sqlite store and artifacts; empty means <data_root>/mlflow."""
+    experiment: str = "cad_pipeline"
+    ui_url: str = "http://localhost:5000"
+    """Where `mlflow ui` serves the store (make ui starts it), for the links in asset metadata."""
+
+    def tracking(self, settings: PipelineSettings) -> Tracking:
+        folder = Path(self.tracking_dir) if self.tracking_dir else Path(settings.data_root) / "mlflow"
+        return local_tracking(folder, self.experiment, self.ui_url)
+
+
 def settings_from_environment() -> PipelineSettings:
     return PipelineSettings(
         data_root=os.environ.get("CAD_PIPELINE_DATA", "data"),
@@ -56,4 +71,4 @@ def settings_from_environment() -> PipelineSettings:
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"settings": settings_from_environment()})
+    return dg.Definitions(resources={"settings": settings_from_environment(), "mlflow": MlflowSettings()})

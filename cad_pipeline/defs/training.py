@@ -1,0 +1,163 @@
+"""Training: a plan measured on the configured model, then the LoRA adapter; each materialization is one MLflow run."""
+
+import base64
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pydantic
+
+from cad_pipeline.bench import render_rate
+from cad_pipeline.dataset.corpus import model_path
+from cad_pipeline.dataset.scales import configured_scales, scale_size
+from cad_pipeline.defs.conversations import conversations
+from cad_pipeline.defs.partitions import scale_partitions
+from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
+from cad_pipeline.train.config import TrainConfig
+from cad_pipeline.train.plan import make_plan
+from cad_pipeline.train.run import run_training
+from cad_pipeline.train.session import open_session
+
+TRAINING_OWNERS = ["team:cad-training"]
+PLAN_FILE = "training_plan.json"
+ADAPTER_FOLDER = "lora_adapter"
+RENDER_SAMPLE_MODELS = 12
+
+
+def _train_config_fields() -> dict:
+    annotations = {name: kind for name, kind, _, _ in TrainConfig.options()}
+    defaults = {name: pydantic.Field(default=default, description=help_text) for name, kind, default, help_text in TrainConfig.options()}
+    return {"__annotations__": annotations, **defaults}
+
+
+TrainingConfig = type(
+    "TrainingConfig",
+    (dg.Config,),
+    {"__doc__": "LoRA fine-tuning settings; the same fields as `cad-pipeline train`'s flags.", "__module__": __name__, **_train_config_fields()},
+)
+
+
+class PlanConfig(TrainingConfig):
+    measure_steps: int = pydantic.Field(default=20, description="optimizer steps timed (after the warm-up)")
+    warmup_steps: int = pydantic.Field(default=3, description="optimizer steps run first and not timed")
+    memory_budget_gib: float = pydantic.Field(default=0.0, description="memory budget of the planner (0: the device's memory)")
+
+
+def train_config(config: dg.Config) -> TrainConfig:
+    return TrainConfig(**{name: getattr(config, name) for name, *_ in TrainConfig.options()})
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch"},
+    owners=TRAINING_OWNERS,
+    partitions_def=scale_partitions,
+    deps=[conversations],
+    pool="gpu",
+    description=(
+        "Runs the configured model with LoRA on real batches of this scale for a number of optimizer steps and projects "
+        "steps per epoch, epoch time and total time for this and every larger scale (plus rendering time), and lists "
+        "the batch / accumulation / length / checkpointing configurations that fit the device's memory."
+    ),
+)
+def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, settings: PipelineSettings) -> dg.MaterializeResult:
+    scale = context.partition_key
+    folder = settings.partition_dir(scale)
+    options = train_config(config)
+    session = open_session(options, folder, folder / "training_plan_model")
+    train_models = _train_models(folder)
+    scales = [(name, scale_size(name) or train_models) for name in configured_scales()]
+    plan = make_plan(
+        session, config.measure_steps, config.warmup_steps, scale, scales, _measured_render_rate(settings, scale), config.memory_budget_gib * 2**30
+    )
+    (folder / PLAN_FILE).write_text(json.dumps(plan.to_json(options), indent=1))
+    projections, memory = plan.markdown()
+    this, measurement = plan.projections[0], plan.measurement
+    return dg.MaterializeResult(
+        metadata={
+            "plan": dg.MetadataValue.path(str((folder / PLAN_FILE).resolve())),
+            "seconds_per_step": round(measurement.seconds_per_step, 4),
+            "real_tokens_per_second": round(measurement.real_tokens_per_second, 1),
+            "peak_memory_gib": round(measurement.peak_memory_bytes / 2**30, 3),
+            "projected_epoch_seconds": round(this.epoch_seconds, 1),
+            "projected_run_seconds": round(this.run_seconds, 1),
+            "projections": dg.MetadataValue.md(projections),
+            "memory_plan": dg.MetadataValue.md(memory),
+            "device": measurement.device,
+        }
+    )
+
+
+@dg.asset(
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    owners=TRAINING_OWNERS,
+    partitions_def=scale_partitions,
+    deps=[training_plan],
+    pool="gpu",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "validation_loss_fell", asset="lora_adapter", description="The validation loss after training is below the loss before it."
+        )
+    ],
+    description=(
+        "LoRA adapter fine-tuned on this scale's conversations (language-model linear layers, connector trained in "
+        "full), with resumable checkpoints; one MLflow run holds params, per-step loss, learning rate, real tokens/s, "
+        "pad fraction and peak memory, validation loss per epoch, and the adapter, tokenizer, config and loss curve."
+    ),
+)
+def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, settings: PipelineSettings, mlflow: MlflowSettings) -> dg.MaterializeResult:
+    scale = context.partition_key
+    folder = settings.partition_dir(scale)
+    tags = {"dagster_run_id": context.run.run_id, "partition": scale, "asset": "lora_adapter"}
+    run = run_training(train_config(config), folder, folder / ADAPTER_FOLDER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags)
+    before, after = run.validation_before_and_after
+    steps = run.state.steps
+    context.log.info(f"{scale}: {len(steps)} steps in {run.seconds:.0f} s, validation loss {before:.4f} -> {after:.4f}; MLflow run {run.run_url}")
+    return dg.MaterializeResult(
+        metadata={
+            "mlflow_run": dg.MetadataValue.url(run.run_url),
+            "mlflow_run_id": run.run_id,
+            "adapter": dg.MetadataValue.path(str(run.adapter.resolve())),
+            "steps": len(steps),
+            "final_train_loss": round(steps[-1].loss, 4),
+            "validation_loss_before": round(before, 4),
+            "validation_loss_after": round(after, 4),
+            "train_seconds": round(run.seconds, 1),
+            "seconds_per_step": round(run.seconds_per_step, 4),
+            "real_tokens_per_second": round(sum(r.real_tokens_per_second for r in steps) / len(steps), 1),
+            "pad_fraction": round(sum(r.pad_fraction for r in steps) / len(steps), 4),
+            **_plan_comparison(folder, run.seconds_per_step),
+            "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{base64.b64encode(run.loss_curve.read_bytes()).decode()})"),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="validation_loss_fell",
+                passed=bool(after < before),
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"before": before, "after": after},
+            )
+        ],
+    )
+
+
+def _plan_comparison(folder: Path, seconds_per_step: float) -> dict:
+    """The plan's measured step time next to the training's, when a plan for this scale exists."""
+    path = folder / PLAN_FILE
+    if not path.is_file():
+        return {}
+    planned = json.loads(path.read_text())["measurement"]["seconds_per_step"]
+    return {"planned_seconds_per_step": round(planned, 4), "planned_over_measured": round(planned / seconds_per_step, 3)}
+
+
+def _train_models(folder: Path) -> int:
+    manifest = pd.read_parquet(folder / "manifest.parquet")
+    return int((manifest.selected & (manifest.split == "train")).sum())
+
+
+def _measured_render_rate(settings: PipelineSettings, scale: str) -> float:
+    """Models per second over the pool, from rendering a few of this scale's models now."""
+    manifest = pd.read_parquet(settings.partition_dir(scale) / "manifest.parquet")
+    files = [model_path(settings.corpus_path, model_id) for model_id in manifest[manifest.selected].id[:RENDER_SAMPLE_MODELS]]
+    return render_rate(files, settings.workers)

@@ -1,0 +1,1 @@
+"""Model loading, LoRA fine-tuning, training plans."""

@@ -1,0 +1,128 @@
+"""Our training loop against a plain transformers `Trainer` on the same model, samples and settings, in one process.
+
+The baseline is what a user writes first: random batches padded to the longest sample, the
+model's own loss over full logits. Both start from identical weights and report real (non-pad)
+tokens per second over the same number of timed optimizer steps, after the same warm-up.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
+from cad_pipeline.train.data import length_grouped_batches, padded_batch, prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.loop import TrainState, cosine_with_warmup, optimizer_step
+from cad_pipeline.train.model import add_lora, load_base_model
+from cad_pipeline.train.tiny import write_tiny_model
+
+
+@dataclass(frozen=True)
+class LoopSpeed:
+    real_tokens: int
+    padded_tokens: int
+    seconds: float
+
+    @property
+    def real_tokens_per_second(self) -> float:
+        return self.real_tokens / self.seconds
+
+    @property
+    def pad_fraction(self) -> float:
+        return 1.0 - self.real_tokens / self.padded_tokens
+
+
+def compare_with_trainer(partition_dir: Path, work_dir: Path, samples: int, steps: int, warmup: int, batch_size: int, threads: int = 0) -> dict[str, LoopSpeed]:
+    if threads:
+        torch.set_num_threads(threads)
+    records = read_records(partition_dir / "train.json")
+    random.Random(0).shuffle(records)
+    records = records[:samples]
+    model_dir = write_tiny_model((question_and_answer(r)[1] for r in records), work_dir / "bench_model")
+    config = TrainConfig(base_model=str(model_dir), batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    results = {}
+    for name, measure in (("trainer", _trainer_speed), ("ours", _our_speed)):
+        base = load_base_model(config, device, dtype, work_dir, [])
+        model = add_lora(base.model, config)
+        prepared = prepare_samples(records, partition_dir / "images", base.processor, config.max_length).samples
+        results[name] = measure(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir)
+    return results
+
+
+def _our_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path) -> LoopSpeed:
+    batches = length_grouped_batches([s.length for s in samples], config.batch_size, config.seed, 0)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup + steps, config.warmup_ratio))
+    model.train()
+    real = padded = 0
+    seconds = 0.0
+    for index in range(warmup + steps):
+        group = [[samples[i] for i in batches[index % len(batches)]]]
+        record = optimizer_step(model, processor, optimizer, schedule, group, config, device, dtype, False, TrainState())
+        if index >= warmup:
+            seconds += record.seconds
+            real += sum(s.length for s in group[0])
+            padded += max(s.length for s in group[0]) * len(group[0])
+    return LoopSpeed(real, padded, seconds)
+
+
+class _StepTimer(TrainerCallback):
+    def __init__(self, warmup: int):
+        self.warmup, self.seconds, self.started, self.timed_steps = warmup, 0.0, 0.0, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step > self.warmup:
+            self.seconds += time.perf_counter() - self.started
+            self.timed_steps += 1
+
+
+def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path) -> LoopSpeed:
+    sizes: list[tuple[int, int]] = []
+
+    def collate(chosen):
+        batch = padded_batch(chosen, processor)
+        sizes.append((batch.real_tokens, batch.padded_tokens))
+        return {**batch.inputs, "labels": batch.labels}
+
+    arguments = TrainingArguments(
+        output_dir=str(work_dir / "trainer_output"),
+        per_device_train_batch_size=config.batch_size,
+        max_steps=warmup + steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,  # a value below 1 is a share of the steps
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        use_cpu=device.type == "cpu",
+        seed=config.seed,
+        disable_tqdm=True,
+    )
+    timer = _StepTimer(warmup)
+    Trainer(model=model, args=arguments, train_dataset=_ListDataset(samples), data_collator=collate, callbacks=[timer]).train()
+    timed = sizes[warmup : warmup + timer.timed_steps]
+    return LoopSpeed(sum(real for real, _ in timed), sum(padded for _, padded in timed), timer.seconds)
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+

@@ -1,0 +1,171 @@
+"""TinyLLaVA conversation records -> token ids with answer-only labels, batched by length.
+
+Each record becomes the model's own chat prompt (with the image placeholder expanded to the
+tokens the image fills) followed by the answer and the end-of-sequence token. Only answer tokens
+carry labels, so prompt and image positions cost no logits. Batches group samples of similar
+length, which removes most padding; where FlashAttention is available, samples are instead packed
+into one row without any padding.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+IGNORE = -100
+"""Label of positions that take no loss (prompt, image, padding): the value torch's cross-entropy skips."""
+GROUP_BATCHES = 16
+"""Batches per length-sorting window: long enough to find similar lengths, short enough to keep the order random."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    image: Path
+    prompt_ids: tuple[int, ...]
+    answer_ids: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt_ids) + len(self.answer_ids)
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    samples: list[Sample]
+    too_long: list[str]
+    """Ids of samples longer than the maximum length: dropped, not truncated, since a cut answer is wrong code."""
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]
+    """What the model's forward takes: input_ids, attention_mask or position_ids, pixel_values and the like."""
+    labels: torch.Tensor
+    real_tokens: int
+    padded_tokens: int
+
+    @property
+    def answer_tokens(self) -> int:
+        return int((self.labels[:, 1:] != IGNORE).sum())
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> Batch:
+        inputs = {key: _moved(value, device, dtype) for key, value in self.inputs.items()}
+        return Batch(inputs, self.labels.to(device), self.real_tokens, self.padded_tokens)
+
+
+def read_records(path: Path) -> list[dict]:
+    records = json.loads(path.read_text())
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of TinyLLaVA records, found {type(records).__name__}")
+    return records
+
+
+def question_and_answer(record: dict) -> tuple[str, str]:
+    """The human question without its `<image>` line, and the gpt answer."""
+    human, gpt = record["conversations"][0]["value"], record["conversations"][1]["value"]
+    return human.replace("<image>", "").strip(), gpt
+
+
+def prepare_samples(records: list[dict], image_folder: Path, processor, max_length: int) -> SampleSet:
+    """Token ids for every record, the prompt tokenized once per distinct question (all images share one size)."""
+    tokenizer = processor.tokenizer
+    prompts: dict[str, tuple[int, ...]] = {}
+    samples, too_long = [], []
+    for record in records:
+        question, answer = question_and_answer(record)
+        image = image_folder / record["image"]
+        if question not in prompts:
+            prompts[question] = tuple(_prompt_inputs(processor, question, [image])["input_ids"][0].tolist())
+        answer_ids = (*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
+        sample = Sample(record["id"], image, prompts[question], answer_ids)
+        if sample.length > max_length:
+            too_long.append(sample.id)
+        else:
+            samples.append(sample)
+    return SampleSet(samples, too_long)
+
+
+def prompt_text(processor, question: str) -> str:
+    """The model's chat prompt for one image and one question, ready for the answer to follow."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def _prompt_inputs(processor, question: str, images: list[Path]) -> dict:
+    return processor(text=[prompt_text(processor, question)] * len(images), images=_open_images(images), return_tensors="pt")
+
+
+def image_inputs(processor, images: list[Path]) -> dict[str, torch.Tensor]:
+    """Pixel tensors (and whatever else the image processor gives, such as image sizes) for a batch of images."""
+    return dict(processor.image_processor(_open_images(images), return_tensors="pt"))
+
+
+def _open_images(paths: list[Path]) -> list[Image.Image]:
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    return images
+
+
+def padded_batch(samples: list[Sample], processor) -> Batch:
+    """Samples padded on the right to the longest; labels only on answer tokens."""
+    width = max(sample.length for sample in samples)
+    pad = processor.tokenizer.pad_token_id
+    input_ids = torch.full((len(samples), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(samples), width), dtype=torch.long)
+    labels = torch.full((len(samples), width), IGNORE, dtype=torch.long)
+    for row, sample in enumerate(samples):
+        ids = sample.prompt_ids + sample.answer_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, len(sample.prompt_ids) : len(ids)] = torch.tensor(sample.answer_ids)
+    inputs = {"input_ids": input_ids, "attention_mask": attention, **image_inputs(processor, [s.image for s in samples])}
+    real = sum(sample.length for sample in samples)
+    return Batch(inputs, labels, real, width * len(samples))
+
+
+def packed_batch(samples: list[Sample], processor) -> Batch:
+    """All samples in one row without padding; position ids restart at each sample, which tells FlashAttention (and
+    transformers' SDPA path) where each sample's attention ends. Needs `use_cache=False`."""
+    ids, positions, labels = [], [], []
+    for sample in samples:
+        ids.extend(sample.prompt_ids + sample.answer_ids)
+        positions.extend(range(sample.length))
+        labels.extend([IGNORE] * len(sample.prompt_ids) + list(sample.answer_ids))
+    inputs = {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([positions]),
+        **image_inputs(processor, [s.image for s in samples]),
+    }
+    return Batch(inputs, torch.tensor([labels]), len(ids), len(ids))
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """One epoch's batches: a seeded shuffle, sorted by length within windows of GROUP_BATCHES batches, then the
+    batches shuffled; the longest batch goes first so that a memory overflow shows at the first step."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda index: -lengths[index])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    longest = max(range(len(batches)), key=lambda i: max(lengths[j] for j in batches[i]) * len(batches[i]), default=0)
+    if batches:
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def _moved(value, device: torch.device, dtype: torch.dtype):
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)

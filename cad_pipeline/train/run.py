@@ -1,0 +1,91 @@
+"""One tracked fine-tuning run: train, save the adapter with what it needs to reload, record it all in MLflow."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow.entities import Param
+
+from cad_pipeline.train.config import TrainConfig
+from cad_pipeline.train.loop import TrainState, train
+from cad_pipeline.train.session import open_session
+from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
+
+PARAM_VALUE_LIMIT = 6000
+"""MLflow's longest param value; paths beyond it are cut rather than failing the run."""
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    state: TrainState
+    adapter: Path
+    loss_curve: Path
+    experiment_id: str
+    run_id: str
+    run_url: str
+    seconds: float
+    params: dict
+
+    @property
+    def validation_before_and_after(self) -> tuple[float, float]:
+        return self.state.val_losses[0][1], self.state.val_losses[-1][1]
+
+    @property
+    def seconds_per_step(self) -> float:
+        """Mean over the steps after the first, whose time includes one-off start-up work."""
+        timed = self.state.steps[1:] or self.state.steps
+        return sum(record.seconds for record in timed) / len(timed)
+
+
+def run_training(config: TrainConfig, partition_dir: Path, out_dir: Path, tracking: Tracking, run_name: str, tags: dict[str, str]) -> TrainingRun:
+    """Checkpoints live under out_dir keyed by the settings, so re-running after a kill resumes that run."""
+    session = open_session(config, partition_dir, out_dir)
+    client = tracking.client()
+    experiment = tracking.experiment_id(client)
+    run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
+    params = {
+        **config.to_json(),
+        "partition_dir": str(partition_dir),
+        "base_model_source": session.base.source,
+        "attention": session.base.attention,
+        "packed": session.packed,
+        "train_samples": len(session.train.samples),
+        "val_samples": len(session.val.samples),
+        "dropped_too_long": len(session.train.too_long) + len(session.val.too_long),
+        "total_parameters": sum(p.numel() for p in session.model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in session.model.parameters() if p.requires_grad),
+        "resolved_device": str(session.device),
+        "resolved_dtype": str(session.dtype),
+    }
+    client.log_batch(run_id, params=[Param(key, str(value)[:PARAM_VALUE_LIMIT]) for key, value in params.items()])
+    started = time.perf_counter()
+    try:
+        state = train(
+            session.model, session.processor, session.train.samples, session.val.samples, config, session.device, session.dtype,
+            out_dir / "checkpoints" / settings_key(config), session.packed,
+            on_step=lambda record: log_step(client, run_id, record),
+            on_validation=lambda step, loss: client.log_metric(run_id, "val_loss", loss, step=step),
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        adapter = out_dir / "adapter"
+        session.model.save_pretrained(adapter)
+        session.processor.save_pretrained(adapter)
+        (adapter / "train_config.json").write_text(json.dumps(config.to_json(), indent=1))
+        curve = loss_curve_png(state.steps, state.val_losses, out_dir / "loss_curve.png")
+        client.log_artifacts(run_id, str(adapter), "adapter")
+        client.log_artifact(run_id, str(curve))
+        if config.base_model == "tiny":
+            client.log_artifacts(run_id, str(out_dir / "base_model"), "base_model")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return TrainingRun(state, adapter, curve, experiment, run_id, tracking.run_url(experiment, run_id), seconds, params)
+
+
+def settings_key(config: TrainConfig) -> str:
+    return hashlib.sha256(json.dumps(config.to_json(), sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,54 @@
+"""Everything a training run, a plan or a benchmark starts from: the partition's samples and the LoRA-wrapped model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
+from cad_pipeline.train.data import SampleSet, prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.model import BaseModel, add_lora, flash_attention_available, load_base_model
+
+IMAGE_FOLDER = "images"
+
+
+@dataclass
+class TrainingSession:
+    config: TrainConfig
+    device: torch.device
+    dtype: torch.dtype
+    base: BaseModel
+    model: torch.nn.Module
+    train: SampleSet
+    val: SampleSet
+    packed: bool
+
+    @property
+    def processor(self):
+        return self.base.processor
+
+
+def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> TrainingSession:
+    """The tiny base model's tokenizer learns from the train answers only, so validation stays unseen."""
+    for name in ("train.json", "val.json"):
+        if not (partition_dir / name).is_file():
+            raise FileNotFoundError(f"{partition_dir / name} is missing: materialize `conversations` for this scale first")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    train_records = read_records(partition_dir / "train.json")
+    val_records = read_records(partition_dir / "val.json")
+    if config.validation_samples:
+        val_records = val_records[: config.validation_samples]
+    base = load_base_model(config, device, dtype, work_dir, (question_and_answer(record)[1] for record in train_records))
+    model = add_lora(base.model, config)
+    images = partition_dir / IMAGE_FOLDER
+    train = prepare_samples(train_records, images, base.processor, config.max_length)
+    val = prepare_samples(val_records, images, base.processor, config.max_length)
+    if not train.samples:
+        raise ValueError(f"{partition_dir / 'train.json'}: no sample fits max_length {config.max_length}; raise max_length")
+    packed = config.packing == "on" or (config.packing == "auto" and flash_attention_available(device) and base.attention == "flash_attention_2")
+    return TrainingSession(config, device, dtype, base, model, train, val, packed)

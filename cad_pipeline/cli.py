@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--threads", type=int, default=0, help="CPU threads torch uses (0: torch's default)")
     bench_train.set_defaults(handler=_bench_train)
 
+    bench_plan = benches.add_parser("plan", help="a training plan's projected epoch time against the epoch's measured time")
+    _add_partition_argument(bench_plan)
+    bench_plan.add_argument("--samples", type=int, default=48, help="training samples in the epoch")
+    _add_plan_options(bench_plan)
+    _add_train_options(bench_plan)
+    bench_plan.set_defaults(handler=_bench_plan)
+
     train = commands.add_parser("train", help="fine-tune a LoRA adapter on a partition's conversations, tracked in MLflow")
     _add_partition_argument(train)
     _add_train_options(train)
@@ -320,6 +327,21 @@ def _bench_train(args) -> int:
     print(f"transformers Trainer (random batches, pad to longest, full logits): {trainer.real_tokens_per_second:,.0f} real tokens/s, pad {trainer.pad_fraction:.1%}")
     print(f"our loop (length-grouped batches, answer-only logits): {ours.real_tokens_per_second:,.0f} real tokens/s, pad {ours.pad_fraction:.1%}")
     print(f"ratio: {ours.real_tokens_per_second / trainer.real_tokens_per_second:.2f}x")
+    return 0
+
+
+def _bench_plan(args) -> int:
+    import tempfile
+
+    from cad_pipeline.train.benchmark import check_projection
+
+    folder = _partition_dir(args)
+    with tempfile.TemporaryDirectory() as work:
+        check = check_projection(folder, Path(work), args.samples, args.plan_steps, args.plan_warmup, _train_config(args))
+    print(f"partition: {folder}, {check.samples} samples, {check.steps_per_epoch} steps per epoch")
+    print(f"projected epoch: {check.projected_epoch_seconds:.2f} s (from {args.plan_steps} timed steps after {args.plan_warmup})")
+    print(f"measured epoch: {check.measured_epoch_seconds:.2f} s (sum of the optimizer steps' times)")
+    print(f"projected / measured: {check.ratio:.4f} (target: within 0.8-1.2)")
     return 0
 
 

@@ -153,7 +153,8 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_tha
     assert plan["seconds_per_step"].value > 0 and "| batch | accumulation |" in plan["memory_plan"].value
     saved_plan = json.loads(Path(plan["plan"].value).read_text())
     steps_1k = next(p for p in saved_plan["projections"] if p["scale"] == "1k")
-    assert steps_1k["epoch_seconds"] == pytest.approx(steps_1k["steps_per_epoch"] * saved_plan["measurement"]["seconds_per_step"])
+    measured = saved_plan["measurement"]
+    assert steps_1k["epoch_seconds"] == pytest.approx(measured["startup_seconds"] + steps_1k["steps_per_epoch"] * measured["seconds_per_step"])
 
     metadata = result.asset_materializations_for_node("lora_adapter")[0].metadata
     client = MlflowClient(tracking_uri=mlflow.tracking(settings).tracking_uri)

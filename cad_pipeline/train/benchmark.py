@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,7 +17,10 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
 from cad_pipeline.train.data import length_grouped_batches, padded_batch, prepare_samples, question_and_answer, read_records
-from cad_pipeline.train.loop import TrainState, cosine_with_warmup, optimizer_step
+from cad_pipeline.train.loop import TrainState, cosine_with_warmup, optimizer_step, train
+from cad_pipeline.train.loop import plan_steps as plan_steps_for
+from cad_pipeline.train.plan import measure_steps
+from cad_pipeline.train.session import open_session
 from cad_pipeline.train.model import add_lora, load_base_model
 from cad_pipeline.train.tiny import write_tiny_model
 
@@ -126,3 +129,27 @@ class _ListDataset(torch.utils.data.Dataset):
     def __getitem__(self, index):
         return self.items[index]
 
+
+
+@dataclass(frozen=True)
+class ProjectionCheck:
+    samples: int
+    steps_per_epoch: int
+    projected_epoch_seconds: float
+    measured_epoch_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.projected_epoch_seconds / self.measured_epoch_seconds
+
+
+def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_steps: int, plan_warmup: int, config: TrainConfig) -> ProjectionCheck:
+    """Plan an epoch over `samples` training samples the way `training_plan` does, then train that epoch and time it."""
+    session = open_session(replace(config, epochs=1, max_steps=0, checkpoint_every=0, validation_samples=1), partition_dir, work_dir)
+    chosen = session.train.samples[:samples]
+    measurement = measure_steps(session.model, session.processor, chosen, session.config, session.device, session.dtype, session.packed, plan_steps, plan_warmup)
+    steps = plan_steps_for(len(chosen), session.config).steps_per_epoch
+    fresh = open_session(replace(session.config, base_model=str(work_dir / "base_model")), partition_dir, work_dir)
+    state = train(fresh.model, fresh.processor, chosen, fresh.val.samples, fresh.config, fresh.device, fresh.dtype, work_dir / "checkpoints", fresh.packed)
+    projected = measurement.startup_seconds + steps * measurement.seconds_per_step
+    return ProjectionCheck(len(chosen), steps, projected, sum(record.seconds for record in state.steps))

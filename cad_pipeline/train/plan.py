@@ -31,6 +31,8 @@ class StepMeasurement:
     seconds_per_step: float
     """Mean over the timed steps."""
     seconds_per_step_median: float
+    startup_seconds: float
+    """What the warm-up steps took beyond steady steps (allocator, kernel choice): paid once per run."""
     real_tokens_per_second: float
     pad_fraction: float
     peak_memory_bytes: int
@@ -86,6 +88,7 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
         warmup_steps=len(records) - len(timed),
         seconds_per_step=statistics.fmean(seconds),
         seconds_per_step_median=statistics.median(seconds),
+        startup_seconds=max(0.0, sum(r.seconds for r in records[: len(records) - len(timed)]) - (len(records) - len(timed)) * statistics.fmean(seconds)),
         real_tokens_per_second=real / sum(seconds),
         pad_fraction=statistics.fmean(r.pad_fraction for r in timed),
         peak_memory_bytes=max(r.peak_memory_bytes for r in records),
@@ -104,7 +107,8 @@ def project_scales(
     render_models_per_second: float,
     views_rendered: bool = True,
 ) -> list[ScaleProjection]:
-    """This scale and every larger one: steps per epoch from the samples each holds, times the measured step.
+    """This scale and every larger one: steps per epoch from the samples each holds, times the measured step, plus the
+    start-up once (the first epoch's time).
 
     A larger scale contains the smaller one, so only its extra models need rendering."""
     _, current_models = current
@@ -121,9 +125,9 @@ def project_scales(
                 train_models=train_models,
                 train_samples=samples,
                 steps_per_epoch=plan.steps_per_epoch,
-                epoch_seconds=plan.steps_per_epoch * measurement.seconds_per_step,
+                epoch_seconds=measurement.startup_seconds + plan.steps_per_epoch * measurement.seconds_per_step,
                 run_steps=plan.total_steps,
-                run_seconds=plan.total_steps * measurement.seconds_per_step,
+                run_seconds=measurement.startup_seconds + plan.total_steps * measurement.seconds_per_step,
                 models_to_render=extra,
                 render_seconds=extra / render_models_per_second if render_models_per_second > 0 else math.nan,
             )

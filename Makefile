@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/cad-pipeline bench conversations --corpus $(BENCH_CORPUS)
 	test -f $(CAD_PIPELINE_DATA)/partitions/1k/train.json || $(BIN)/cad-pipeline materialize --scale 1k --select deepcad_corpus,cad_subset,rendered_views,conversations
 	$(BIN)/cad-pipeline bench train --scale 1k
+	$(BIN)/cad-pipeline bench plan --scale 1k
 
 clean:
 	rm -rf $(VENV) *.egg-info

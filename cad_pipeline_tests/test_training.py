@@ -150,6 +150,8 @@ def test_a_killed_run_resumes_to_the_same_adapter_and_loss_curve(tiny_setup, tmp
     assert [r.loss for r in resumed.steps] == [r.loss for r in whole.steps]
     assert len(whole.steps) == 5 and whole.steps[-1].loss < whole.steps[0].loss
     assert [loss for _, loss in resumed.val_losses] == [loss for _, loss in whole.val_losses]
+    _, again = run(tmp_path / "whole")  # a finished run's checkpoint is not resumed: it trains again, identically
+    assert [r.loss for r in again.steps] == [r.loss for r in whole.steps]
     expected = {n: p for n, p in whole_model.named_parameters() if p.requires_grad}
     for name, parameter in resumed_model.named_parameters():
         if parameter.requires_grad:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import random
 import resource
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -135,7 +134,7 @@ def train(
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(plan.total_steps, config.warmup_ratio))
-    state = _resume(checkpoint_dir, model, optimizer, schedule) or TrainState()
+    state = _resume(checkpoint_dir, model, optimizer, schedule, plan.total_steps) or TrainState()
     if not state.val_losses:
         _seed_everything(config.seed)
         state.val_losses.append((0, validation_loss(model, val_samples, processor, config, device, dtype, packed)))
@@ -224,11 +223,14 @@ def _save(folder: Path, model, optimizer, schedule, state: TrainState) -> None:
     partial.replace(folder / CHECKPOINT_FILE)
 
 
-def _resume(folder: Path, model, optimizer, schedule) -> TrainState | None:
+def _resume(folder: Path, model, optimizer, schedule, total_steps: int) -> TrainState | None:
+    """The state of an unfinished run; a finished one is not resumed, so materializing again trains again."""
     path = folder / CHECKPOINT_FILE
     if not path.exists():
         return None
     saved = torch.load(path, weights_only=False)
+    if saved["state"]["step"] >= total_steps:
+        return None
     parameters = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in saved["trainable"].items():
@@ -244,10 +246,6 @@ def _resume(folder: Path, model, optimizer, schedule) -> TrainState | None:
         steps=[StepRecord(**record) for record in raw["steps"]],
         val_losses=[tuple(pair) for pair in raw["val_losses"]],
     )
-
-
-def clear_checkpoint(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _seed_everything(seed: int) -> None:

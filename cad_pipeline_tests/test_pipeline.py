@@ -182,6 +182,17 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_tha
     assert trained and all(torch.equal(parameters[name], value) for name, value in trained.items())
 
 
+def test_estimate_prints_the_projections_and_the_memory_plan(settings, capsys, monkeypatch):
+    from cad_pipeline.cli import main
+
+    monkeypatch.setenv("CAD_PIPELINE_CORPUS", str(settings.corpus_path))
+    partition = Path(settings.data_root) / "partitions" / "full"
+    assert main(["estimate", "--partition", str(partition), "--plan-steps", "2", "--plan-warmup", "1", "--batch-size", "2", "--memory-budget-gib", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "s/step mean" in printed and "| full |" in printed and "| 100k |" in printed
+    assert "Budget 8.00 GiB" in printed and "| batch | accumulation |" in printed
+
+
 def test_grid_layout_makes_one_checked_image_per_model(settings):
     config = dg.RunConfig({"rendered_views": RenderConfig(layout="grid", size=256)})
     result = dg.materialize([deepcad_corpus, cad_subset, rendered_views], resources={"settings": settings}, partition_key="full", run_config=config)

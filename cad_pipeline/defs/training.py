@@ -23,6 +23,7 @@ TRAINING_OWNERS = ["team:cad-training"]
 PLAN_FILE = "training_plan.json"
 ADAPTER_FOLDER = "lora_adapter"
 RENDER_SAMPLE_MODELS = 12
+REPORT_EVERY = 10
 
 
 def _train_config_fields() -> dict:
@@ -67,6 +68,7 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     options = train_config(config)
     session = open_session(options, folder, folder / "training_plan_model")
     train_models = _train_models(folder)
+    context.log.info(f"{scale}: timing {config.measure_steps} optimizer steps after {config.warmup_steps} warm-up on {session.device}")
     scales = [(name, scale_size(name) or train_models) for name in configured_scales()]
     plan = make_plan(
         session, config.measure_steps, config.warmup_steps, scale, scales, _measured_render_rate(settings, scale), config.memory_budget_gib * 2**30
@@ -111,7 +113,13 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
     scale = context.partition_key
     folder = settings.partition_dir(scale)
     tags = {"dagster_run_id": context.run.run_id, "partition": scale, "asset": "lora_adapter"}
-    run = run_training(train_config(config), folder, folder / ADAPTER_FOLDER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags)
+    options = train_config(config)
+
+    def report(record) -> None:
+        if record.step % REPORT_EVERY == 0:
+            context.log.info(f"step {record.step}: loss {record.loss:.4f}, {record.real_tokens_per_second:,.0f} real tokens/s")
+
+    run = run_training(options, folder, folder / ADAPTER_FOLDER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags, report)
     before, after = run.validation_before_and_after
     steps = run.state.steps
     context.log.info(f"{scale}: {len(steps)} steps in {run.seconds:.0f} s, validation loss {before:.4f} -> {after:.4f}; MLflow run {run.run_url}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow.entities import Param
 
 from cad_pipeline.train.config import TrainConfig
-from cad_pipeline.train.loop import TrainState, train
+from cad_pipeline.train.loop import StepRecord, TrainState, train
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
 
@@ -41,7 +42,15 @@ class TrainingRun:
         return sum(record.seconds for record in timed) / len(timed)
 
 
-def run_training(config: TrainConfig, partition_dir: Path, out_dir: Path, tracking: Tracking, run_name: str, tags: dict[str, str]) -> TrainingRun:
+def run_training(
+    config: TrainConfig,
+    partition_dir: Path,
+    out_dir: Path,
+    tracking: Tracking,
+    run_name: str,
+    tags: dict[str, str],
+    report: Callable[[StepRecord], None] | None = None,
+) -> TrainingRun:
     """Checkpoints live under out_dir keyed by the settings, so re-running after a kill resumes that run."""
     session = open_session(config, partition_dir, out_dir)
     client = tracking.client()
@@ -67,7 +76,7 @@ def run_training(config: TrainConfig, partition_dir: Path, out_dir: Path, tracki
         state = train(
             session.model, session.processor, session.train.samples, session.val.samples, config, session.device, session.dtype,
             out_dir / "checkpoints" / settings_key(config), session.packed,
-            on_step=lambda record: log_step(client, run_id, record),
+            on_step=lambda record: (log_step(client, run_id, record), report and report(record)),
             on_validation=lambda step, loss: client.log_metric(run_id, "val_loss", loss, step=step),
         )  # fmt: skip
         seconds = time.perf_counter() - started

@@ -24,6 +24,7 @@ from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.defs.training import lora_adapter, training_plan
 
 CLI = str(Path(sys.executable).with_name("cad-pipeline"))
+DATA_ASSETS = "deepcad_corpus,cad_subset,rendered_views,conversations"
 SAMPLE_MODELS = 60
 
 
@@ -220,7 +221,7 @@ def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
     subprocess.run([CLI, "sample", "--out", corpus, "--models", "40", "--seed", "5"], check=True, capture_output=True, timeout=600)
     rendered_before, small_examined = set(), []
     for scale in ("10", "20"):
-        result = subprocess.run([CLI, "materialize", "--scale", scale], env=env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run([CLI, "materialize", "--scale", scale, "--select", DATA_ASSETS], env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "check cad_subset.nested_in_smaller_scales: passed" in result.stdout
         assert f"partitions/{scale}/manifest.parquet" in result.stdout
@@ -246,7 +247,7 @@ def test_killed_render_resumes_with_only_the_missing_images(tmp_path):
     env = {**os.environ, "CAD_PIPELINE_DATA": str(tmp_path), "CAD_PIPELINE_SCALES": "full", "DAGSTER_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
     subprocess.run([CLI, "sample", "--out", tmp_path / "deepcad", "--models", "240", "--seed", "9"], check=True, capture_output=True, timeout=600)
-    first = subprocess.Popen([CLI, "materialize", "--scale", "full"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen([CLI, "materialize", "--scale", "full", "--select", DATA_ASSETS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     renders = tmp_path / "store" / "renders"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and len(list(renders.rglob("*.png"))) < 60:
@@ -260,7 +261,7 @@ def test_killed_render_resumes_with_only_the_missing_images(tmp_path):
         views_by_model.setdefault(image.name.rsplit("_", 1)[0], set()).add(image.name.rsplit("_", 1)[1])
     complete = sum(views == {"front.png", "top.png", "right.png"} for views in views_by_model.values())
     assert complete > 0
-    second = subprocess.run([CLI, "materialize", "--scale", "full"], env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run([CLI, "materialize", "--scale", "full", "--select", DATA_ASSETS], env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:]
     line = second.stdout.split("rendered_views[full]: ")[1].split("\n")[0]
     counts = dict(item.split("=") for item in line.split(", "))

@@ -16,8 +16,8 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
-from cad_pipeline.train.data import length_grouped_batches, padded_batch, prepare_samples, question_and_answer, read_records
-from cad_pipeline.train.loop import TrainState, cosine_with_warmup, optimizer_step, train
+from cad_pipeline.train.data import padded_batch, prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
 from cad_pipeline.train.plan import measure_steps
 from cad_pipeline.train.session import open_session
@@ -27,17 +27,8 @@ from cad_pipeline.train.tiny import write_tiny_model
 
 @dataclass(frozen=True)
 class LoopSpeed:
-    real_tokens: int
-    padded_tokens: int
-    seconds: float
-
-    @property
-    def real_tokens_per_second(self) -> float:
-        return self.real_tokens / self.seconds
-
-    @property
-    def pad_fraction(self) -> float:
-        return 1.0 - self.real_tokens / self.padded_tokens
+    real_tokens_per_second: float
+    pad_fraction: float
 
 
 def compare_with_trainer(partition_dir: Path, work_dir: Path, samples: int, steps: int, warmup: int, batch_size: int, threads: int = 0) -> dict[str, LoopSpeed]:
@@ -60,20 +51,8 @@ def compare_with_trainer(partition_dir: Path, work_dir: Path, samples: int, step
 
 
 def _our_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path) -> LoopSpeed:
-    batches = length_grouped_batches([s.length for s in samples], config.batch_size, config.seed, 0)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(warmup + steps, config.warmup_ratio))
-    model.train()
-    real = padded = 0
-    seconds = 0.0
-    for index in range(warmup + steps):
-        group = [[samples[i] for i in batches[index % len(batches)]]]
-        record = optimizer_step(model, processor, optimizer, schedule, group, config, device, dtype, False, TrainState())
-        if index >= warmup:
-            seconds += record.seconds
-            real += sum(s.length for s in group[0])
-            padded += max(s.length for s in group[0]) * len(group[0])
-    return LoopSpeed(real, padded, seconds)
+    measured = measure_steps(model, processor, samples, config, device, dtype, False, steps, warmup)
+    return LoopSpeed(measured.real_tokens_per_second, measured.pad_fraction)
 
 
 class _StepTimer(TrainerCallback):
@@ -116,7 +95,8 @@ def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype
     timer = _StepTimer(warmup)
     Trainer(model=model, args=arguments, train_dataset=_ListDataset(samples), data_collator=collate, callbacks=[timer]).train()
     timed = sizes[warmup : warmup + timer.timed_steps]
-    return LoopSpeed(sum(real for real, _ in timed), sum(padded for _, padded in timed), timer.seconds)
+    real, padded = sum(real for real, _ in timed), sum(padded for _, padded in timed)
+    return LoopSpeed(real / timer.seconds, 1.0 - real / padded)
 
 
 class _ListDataset(torch.utils.data.Dataset):

@@ -175,25 +175,21 @@ def _estimate(args) -> int:
     import pandas as pd
 
     from cad_pipeline.bench import render_rate
-    from cad_pipeline.dataset.corpus import model_path
-    from cad_pipeline.dataset.scales import configured_scales, scale_size
+    from cad_pipeline.dataset.corpus import Corpus, model_path
     from cad_pipeline.defs.resources import settings_from_environment
-    from cad_pipeline.train.plan import make_plan
+    from cad_pipeline.train.plan import make_plan, scales_of
     from cad_pipeline.train.session import open_session
 
     folder = _partition_dir(args)
     manifest = pd.read_parquet(folder / "manifest.parquet")
     selected = manifest[manifest.selected]
-    train_models = int((selected.split == "train").sum())
+    corpus = Corpus.open(settings_from_environment().corpus_path)
     scale = args.scale or folder.name
-    scales = [(name, scale_size(name) or train_models) for name in configured_scales()]
-    if scale not in dict(scales):
-        scales.append((scale, train_models))
-    corpus = settings_from_environment().corpus_path
-    files = [model_path(corpus, model_id) for model_id in selected.id[:12]]
-    rate = render_rate(files) if all(path.is_file() for path in files) else float("nan")
+    scales = scales_of(corpus, manifest, scale)
+    files = [model_path(corpus.root, model_id) for model_id in selected.id[:12]]
+    rate = render_rate(files)
     session = open_session(_train_config(args), folder, folder / "training_plan_model")
-    plan = make_plan(session, args.plan_steps, args.plan_warmup, scale, sorted(scales, key=lambda item: item[1]), rate, args.memory_budget_gib * 2**30)
+    plan = make_plan(session, args.plan_steps, args.plan_warmup, scale, scales, rate, args.memory_budget_gib * 2**30)
     projections, memory = plan.markdown()
     print(projections)
     print()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cad_pipeline.dataset.corpus import Corpus, CorpusError
-from cad_pipeline.dataset.scales import configured_scales, scale_size, validation_size
+from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_models, planned_scales, scale_size, validation_size
 from cad_pipeline.dataset.subset import ScaleTooLarge, select_subset, seeded_order, write_manifest
 from cad_pipeline.parallel import process_pool
 from cad_pipeline_tests.conftest import REAL_SAMPLES
@@ -151,3 +151,9 @@ def test_changed_file_content_is_built_again(real_corpus, tmp_path):
     assert not row.reused
     assert row.volume == pytest.approx(2 * 0.000661499126917513, rel=1e-6)
     assert result.n_reused == result.manifest.sha256.notna().sum() - 1
+
+
+def test_plans_cover_the_scales_the_corpus_can_fill_with_full_estimated_from_the_build_rate():
+    assert estimated_full_train_models(140_000, examined=1_100, valid=990) == 126_000
+    assert planned_scales(["1k", "10k", "100k", "full"], 126_000) == [("1k", 1_000), ("10k", 10_000), ("100k", 100_000), ("full", 126_000)]
+    assert planned_scales(["1k", "10k", "full"], 1_092) == [("1k", 1_000), ("full", 1_092)]

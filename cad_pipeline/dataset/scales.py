@@ -45,3 +45,14 @@ def validation_size(n_train: int, available: int) -> int:
 def _order(name: str) -> float:
     size = scale_size(name)
     return float("inf") if size is None else size
+
+
+def planned_scales(names: list[str], full_train_models: int) -> list[tuple[str, int]]:
+    """(scale, train models) for every scale the corpus can fill, `full` being all its buildable train models."""
+    sizes = [(name, scale_size(name) or full_train_models) for name in names]
+    return [(name, size) for name, size in sizes if size <= full_train_models]
+
+
+def estimated_full_train_models(train_ids_in_split: int, examined: int, valid: int) -> int:
+    """Buildable train models of the whole corpus, from the share of examined models that built."""
+    return round(train_ids_in_split * valid / examined) if examined else train_ids_in_split

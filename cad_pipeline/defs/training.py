@@ -9,8 +9,8 @@ import pandas as pd
 import pydantic
 
 from cad_pipeline.bench import render_rate
-from cad_pipeline.dataset.corpus import model_path
-from cad_pipeline.dataset.scales import configured_scales, scale_size
+from cad_pipeline.dataset.corpus import Corpus, model_path
+from cad_pipeline.train.plan import scales_of
 from cad_pipeline.defs.conversations import conversations
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
@@ -67,9 +67,8 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     folder = settings.partition_dir(scale)
     options = train_config(config)
     session = open_session(options, folder, folder / "training_plan_model")
-    train_models = _train_models(folder)
     context.log.info(f"{scale}: timing {config.measure_steps} optimizer steps after {config.warmup_steps} warm-up on {session.device}")
-    scales = [(name, scale_size(name) or train_models) for name in configured_scales()]
+    scales = scales_of(Corpus.open(settings.corpus_path), pd.read_parquet(folder / "manifest.parquet"), scale)
     plan = make_plan(
         session, config.measure_steps, config.warmup_steps, scale, scales, _measured_render_rate(settings, scale), config.memory_budget_gib * 2**30
     )
@@ -157,11 +156,6 @@ def _plan_comparison(folder: Path, seconds_per_step: float) -> dict:
         return {}
     planned = json.loads(path.read_text())["measurement"]["seconds_per_step"]
     return {"planned_seconds_per_step": round(planned, 4), "planned_over_measured": round(planned / seconds_per_step, 3)}
-
-
-def _train_models(folder: Path) -> int:
-    manifest = pd.read_parquet(folder / "manifest.parquet")
-    return int((manifest.selected & (manifest.split == "train")).sum())
 
 
 def _measured_render_rate(settings: PipelineSettings, scale: str) -> float:

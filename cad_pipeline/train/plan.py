@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_models, planned_scales
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, cosine_with_warmup, optimizer_step, plan_steps
@@ -237,6 +238,16 @@ class TrainingPlan:
     def markdown(self) -> tuple[str, str]:
         """(projections table, memory table)."""
         return projection_markdown(self.projections, self.measurement), memory_table_markdown(self.memory_rows, self.memory_budget_bytes)
+
+
+def scales_of(corpus, manifest, current: str) -> list[tuple[str, int]]:
+    """This scale (`manifest` is its manifest) and every configured scale the corpus can fill, with their train
+    models, smallest first; `full` is estimated from the share of the models examined so far that built."""
+    train = manifest[manifest.split == "train"]
+    full = estimated_full_train_models(len(corpus.splits["train"]), len(train), int(train.valid.sum()))
+    scales = dict(planned_scales(configured_scales(), full))
+    scales[current] = int((train.selected).sum())
+    return sorted(scales.items(), key=lambda item: item[1])
 
 
 def make_plan(

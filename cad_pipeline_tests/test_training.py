@@ -156,3 +156,15 @@ def test_a_killed_run_resumes_to_the_same_adapter_and_loss_curve(tiny_setup, tmp
     for name, parameter in resumed_model.named_parameters():
         if parameter.requires_grad:
             assert torch.equal(parameter, expected[name]), name
+
+
+def test_a_plan_predicts_each_step_from_its_padded_tokens():
+    from cad_pipeline.train.plan import StepMeasurement, _fit_line
+
+    assert _fit_line([1000, 2000, 4000], [1.5, 2.5, 4.5]) == pytest.approx((0.5, 0.001))
+    assert _fit_line([1000, 2000], [2.0, 2.5]) == pytest.approx((1.5, 0.0005))
+    fixed, per_token = _fit_line([1000, 2000], [1.0, 3.0])  # a negative fixed part is not physical: through the origin
+    assert fixed == 0.0 and per_token == pytest.approx(4.0 / 3000)
+    measurement = StepMeasurement("cpu", "float32", 2, 1, 2.0, 2.0, 0.001, 0.0, 5.0, 1.0, 0.0, 1, 0, 10, 0.5, step_seconds=[1.0, 2.0, 3.0])
+    assert measurement.run_seconds(2) == 5.0 + 3.0 and measurement.run_seconds(7) == 5.0 + 2 * 6.0 + 1.0
+    assert "step_seconds" not in measurement.to_json()

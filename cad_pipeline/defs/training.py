@@ -135,7 +135,7 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
             "seconds_per_step": round(run.seconds_per_step, 4),
             "real_tokens_per_second": round(sum(r.real_tokens_per_second for r in steps) / len(steps), 1),
             "pad_fraction": round(sum(r.pad_fraction for r in steps) / len(steps), 4),
-            **_plan_comparison(folder, run.seconds_per_step),
+            **_plan_comparison(folder, scale, steps),
             "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{base64.b64encode(run.loss_curve.read_bytes()).decode()})"),
         },
         check_results=[
@@ -149,13 +149,16 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
     )
 
 
-def _plan_comparison(folder: Path, seconds_per_step: float) -> dict:
-    """The plan's measured step time next to the training's, when a plan for this scale exists."""
+def _plan_comparison(folder: Path, scale: str, steps) -> dict:
+    """The plan's projected time for this run next to the time its optimizer steps took, when a plan exists."""
     path = folder / PLAN_FILE
     if not path.is_file():
         return {}
-    planned = json.loads(path.read_text())["measurement"]["seconds_per_step"]
-    return {"planned_seconds_per_step": round(planned, 4), "planned_over_measured": round(planned / seconds_per_step, 3)}
+    projected = next((p["run_seconds"] for p in json.loads(path.read_text())["projections"] if p["scale"] == scale), None)
+    if projected is None:
+        return {}
+    measured = sum(record.seconds for record in steps)
+    return {"planned_run_seconds": round(projected, 1), "measured_run_seconds": round(measured, 1), "planned_over_measured": round(projected / measured, 3)}
 
 
 def _measured_render_rate(settings: PipelineSettings, scale: str) -> float:

@@ -131,5 +131,5 @@ def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_ste
     steps = plan_steps_for(len(chosen), session.config).steps_per_epoch
     fresh = open_session(replace(session.config, base_model=str(work_dir / "base_model")), partition_dir, work_dir)
     state = train(fresh.model, fresh.processor, chosen, fresh.val.samples, fresh.config, fresh.device, fresh.dtype, work_dir / "checkpoints", fresh.packed)
-    projected = measurement.startup_seconds + steps * measurement.seconds_per_step
+    projected = measurement.run_seconds(steps)
     return ProjectionCheck(len(chosen), steps, projected, sum(record.seconds for record in state.steps))

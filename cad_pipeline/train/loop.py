@@ -94,6 +94,13 @@ def cosine_with_warmup(total_steps: int, warmup_ratio: float) -> Callable[[int],
     return factor
 
 
+def optimizer_and_schedule(model, config: TrainConfig, total_steps: int):
+    """AdamW over the trainable parameters, and the cosine schedule with warmup over `total_steps`."""
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
+
+
 @torch.no_grad()
 def validation_loss(model, samples: list[Sample], processor, config: TrainConfig, device, dtype, packed: bool) -> float:
     if not samples:
@@ -131,9 +138,7 @@ def train(
 ) -> TrainState:
     """Train until the plan's last step (or `stop_after` steps, to simulate a kill), resuming from a checkpoint."""
     plan = plan_steps(len(train_samples), config)
-    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(plan.total_steps, config.warmup_ratio))
+    optimizer, schedule = optimizer_and_schedule(model, config, plan.total_steps)
     state = _resume(checkpoint_dir, model, optimizer, schedule, plan.total_steps) or TrainState()
     if not state.val_losses:
         _seed_everything(config.seed)

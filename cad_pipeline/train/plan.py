@@ -12,15 +12,16 @@ import math
 import os
 import resource
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_models, planned_scales
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
-from cad_pipeline.train.loop import TrainState, cosine_with_warmup, optimizer_step, plan_steps
+from cad_pipeline.train.loop import TrainState, optimizer_and_schedule, optimizer_step, plan_steps
 from cad_pipeline.train.memory import ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
+from cad_pipeline.train.model import trainable_parameters
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,13 @@ class StepMeasurement:
     steps: int
     warmup_steps: int
     seconds_per_step: float
-    """Mean over the timed steps."""
-    seconds_per_step_median: float
+    """Mean predicted time of the first epoch's steps (see `measure_steps`)."""
+    measured_seconds_per_step: float
+    """Mean of the timed steps themselves, which were chosen across the range of step sizes."""
+    seconds_per_padded_token: float
+    seconds_fixed_per_step: float
     startup_seconds: float
-    """What the warm-up steps took beyond steady steps (allocator, kernel choice): paid once per run."""
+    """What the warm-up steps took beyond their predicted time (allocator, kernel choice): paid once per run."""
     real_tokens_per_second: float
     pad_fraction: float
     peak_memory_bytes: int
@@ -41,9 +45,16 @@ class StepMeasurement:
     """Memory in use before the measured steps (CPU: the process's resident set), subtracted when calibrating."""
     max_padded_length: int
     answer_fraction: float
+    step_seconds: list[float] = field(repr=False)
+    """Predicted time of each step of the first epoch, in training order."""
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if key != "step_seconds"}
+
+    def run_seconds(self, steps: int) -> float:
+        """The first `steps` optimizer steps of a run over these samples, start-up included."""
+        epochs, rest = divmod(steps, len(self.step_seconds))
+        return self.startup_seconds + epochs * sum(self.step_seconds) + sum(self.step_seconds[:rest])
 
 
 @dataclass(frozen=True)
@@ -61,42 +72,63 @@ class ScaleProjection:
 
 
 def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, device, dtype, packed: bool, steps: int, warmup: int) -> StepMeasurement:
-    """Run `warmup + steps` real optimizer steps on batches spread over the first epoch and time the last `steps`."""
+    """Time `steps` real optimizer steps after `warmup` untimed ones, and predict every step of the first epoch.
+
+    A step's time follows the padded tokens it processes, and those vary several-fold between batches,
+    so a few steps drawn at random miss the epoch's mean by tens of percent. The timed steps are taken
+    across the range of the epoch's step sizes, a line seconds = fixed + per_token * padded tokens is
+    fitted to them, and the line is applied to each step of the epoch's own batch order.
+    """
     batches = length_grouped_batches([s.length for s in samples], config.batch_size, config.seed, 0)
     groups = [batches[i : i + config.gradient_accumulation] for i in range(0, len(batches), config.gradient_accumulation)]
-    wanted = warmup + steps
-    chosen = [groups[round(i * (len(groups) - 1) / max(1, wanted - 1))] for i in range(wanted)] if groups else []
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(plan_steps(len(samples), config).total_steps, config.warmup_ratio))
+    sizes = [sum(max(samples[i].length for i in batch) * len(batch) for batch in group) for group in groups]
+    by_size = sorted(range(len(groups)), key=sizes.__getitem__)
+    timed_indices = [by_size[round(i * (len(groups) - 1) / max(1, steps - 1))] for i in range(steps)]
+    warm_indices = list(range(min(warmup, len(groups))))  # the epoch's first steps, the longest batch among them
+    optimizer, schedule = optimizer_and_schedule(model, config, plan_steps(len(samples), config).total_steps)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     baseline = _resident_bytes() if device.type != "cuda" else int(torch.cuda.memory_allocated(device))
     records, state = [], TrainState()
-    for group in chosen:
-        records.append(optimizer_step(model, processor, optimizer, schedule, [[samples[i] for i in b] for b in group], config, device, dtype, packed, state))
-    timed = records[warmup:] or records
-    seconds = [r.seconds for r in timed]
-    timed_groups = chosen[warmup:] or chosen
-    lengths = [max(samples[i].length for i in batch) for group in timed_groups for batch in group]
-    answers = sum(len(samples[i].answer_ids) for group in timed_groups for batch in group for i in batch)
-    real = sum(samples[i].length for group in timed_groups for batch in group for i in batch)
+    for index in warm_indices + timed_indices:
+        group = [[samples[i] for i in batch] for batch in groups[index]]
+        records.append(optimizer_step(model, processor, optimizer, schedule, group, config, device, dtype, packed, state))
+    warm, timed = records[: len(warm_indices)], records[len(warm_indices) :]
+    fixed, per_token = _fit_line([sizes[i] for i in timed_indices], [r.seconds for r in timed])
+    predicted = [fixed + per_token * size for size in sizes]
+    timed_samples = [samples[i] for index in timed_indices for batch in groups[index] for i in batch]
+    real = sum(sample.length for sample in timed_samples)
     return StepMeasurement(
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
         steps=len(timed),
-        warmup_steps=len(records) - len(timed),
-        seconds_per_step=statistics.fmean(seconds),
-        seconds_per_step_median=statistics.median(seconds),
-        startup_seconds=max(0.0, sum(r.seconds for r in records[: len(records) - len(timed)]) - (len(records) - len(timed)) * statistics.fmean(seconds)),
-        real_tokens_per_second=real / sum(seconds),
+        warmup_steps=len(warm),
+        seconds_per_step=statistics.fmean(predicted),
+        measured_seconds_per_step=statistics.fmean(r.seconds for r in timed),
+        seconds_per_padded_token=per_token,
+        seconds_fixed_per_step=fixed,
+        startup_seconds=max(0.0, sum(r.seconds for r in warm) - sum(predicted[i] for i in warm_indices)),
+        real_tokens_per_second=real / sum(r.seconds for r in timed),
         pad_fraction=statistics.fmean(r.pad_fraction for r in timed),
         peak_memory_bytes=max(r.peak_memory_bytes for r in records),
         baseline_memory_bytes=baseline,
-        max_padded_length=max(lengths),
-        answer_fraction=answers / real,
+        max_padded_length=max(max(samples[i].length for i in batch) for group in groups for batch in group),
+        answer_fraction=sum(len(sample.answer_ids) for sample in timed_samples) / real,
+        step_seconds=predicted,
     )
+
+
+def _fit_line(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
+    """Least-squares (fixed, per_token); through the origin when the sizes do not spread or the fit goes negative."""
+    mean_size, mean_seconds = statistics.fmean(sizes), statistics.fmean(seconds)
+    spread = sum((size - mean_size) ** 2 for size in sizes)
+    if spread > 0:
+        per_token = sum((size - mean_size) * (s - mean_seconds) for size, s in zip(sizes, seconds)) / spread
+        fixed = mean_seconds - per_token * mean_size
+        if per_token > 0 and fixed >= 0:
+            return fixed, per_token
+    return 0.0, sum(seconds) / sum(sizes)
 
 
 def project_scales(
@@ -108,11 +140,11 @@ def project_scales(
     render_models_per_second: float,
     views_rendered: bool = True,
 ) -> list[ScaleProjection]:
-    """This scale and every larger one: steps per epoch from the samples each holds, times the measured step, plus the
-    start-up once (the first epoch's time).
+    """This scale and every larger one: this scale's own steps as predicted one by one; a larger scale's steps
+    per epoch times the mean step; the start-up once.
 
     A larger scale contains the smaller one, so only its extra models need rendering."""
-    _, current_models = current
+    current_scale, current_models = current
     projections = []
     for scale, train_models in scales:
         if train_models < current_models:
@@ -120,15 +152,20 @@ def project_scales(
         samples = round(samples_per_model * train_models)
         plan = plan_steps(samples, config)
         extra = train_models - current_models if views_rendered else train_models
+        if scale == current_scale:
+            epoch, run = measurement.run_seconds(plan.steps_per_epoch), measurement.run_seconds(plan.total_steps)
+        else:
+            epoch = measurement.startup_seconds + plan.steps_per_epoch * measurement.seconds_per_step
+            run = measurement.startup_seconds + plan.total_steps * measurement.seconds_per_step
         projections.append(
             ScaleProjection(
                 scale=scale,
                 train_models=train_models,
                 train_samples=samples,
                 steps_per_epoch=plan.steps_per_epoch,
-                epoch_seconds=measurement.startup_seconds + plan.steps_per_epoch * measurement.seconds_per_step,
+                epoch_seconds=epoch,
                 run_steps=plan.total_steps,
-                run_seconds=measurement.startup_seconds + plan.total_steps * measurement.seconds_per_step,
+                run_seconds=run,
                 models_to_render=extra,
                 render_seconds=extra / render_models_per_second if render_models_per_second > 0 else math.nan,
             )
@@ -143,7 +180,7 @@ def model_shape(model, config: TrainConfig, dtype: torch.dtype) -> ModelShape:
     size = torch.tensor([], dtype=dtype).element_size()
     return ModelShape(
         total_parameters=sum(p.numel() for p in model.parameters()),
-        trainable_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        trainable_parameters=trainable_parameters(model),
         layers=text.num_hidden_layers,
         hidden=text.hidden_size,
         intermediate=text.intermediate_size,
@@ -187,9 +224,10 @@ def _resident_bytes() -> int:
 
 def projection_markdown(projections: list[ScaleProjection], measurement: StepMeasurement) -> str:
     head = (
-        f"Measured on {measurement.device} ({measurement.dtype}): {measurement.seconds_per_step:.2f} s/step mean "
-        f"({measurement.seconds_per_step_median:.2f} median) over {measurement.steps} steps after {measurement.warmup_steps} "
-        f"warm-up, {measurement.real_tokens_per_second:,.0f} real tokens/s, pad {measurement.pad_fraction:.1%}, "
+        f"Measured on {measurement.device} ({measurement.dtype}): {measurement.steps} steps after {measurement.warmup_steps} "
+        f"warm-up, {measurement.seconds_fixed_per_step:.3f} s + {measurement.seconds_per_padded_token * 1e3:.3f} ms per padded "
+        f"token a step, so {measurement.seconds_per_step:.2f} s/step over the epoch; start-up {measurement.startup_seconds:.1f} s, "
+        f"{measurement.real_tokens_per_second:,.0f} real tokens/s, pad {measurement.pad_fraction:.1%}, "
         f"peak memory {measurement.peak_memory_bytes / 2**30:.2f} GiB.\n\n"
     )
     rows = [

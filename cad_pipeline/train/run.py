@@ -13,6 +13,7 @@ from mlflow.entities import Param
 
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.loop import StepRecord, TrainState, train
+from cad_pipeline.train.model import trainable_parameters
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
 
@@ -66,7 +67,7 @@ def run_training(
         "val_samples": len(session.val.samples),
         "dropped_too_long": len(session.train.too_long) + len(session.val.too_long),
         "total_parameters": sum(p.numel() for p in session.model.parameters()),
-        "trainable_parameters": sum(p.numel() for p in session.model.parameters() if p.requires_grad),
+        "trainable_parameters": trainable_parameters(session.model),
         "resolved_device": str(session.device),
         "resolved_dtype": str(session.dtype),
     }

@@ -191,7 +191,7 @@ def test_estimate_prints_the_projections_and_the_memory_plan(settings, capsys, m
     partition = Path(settings.data_root) / "partitions" / "full"
     assert main(["estimate", "--partition", str(partition), "--plan-steps", "2", "--plan-warmup", "1", "--batch-size", "2", "--memory-budget-gib", "8"]) == 0
     printed = capsys.readouterr().out
-    assert "s/step mean" in printed and "| full |" in printed and "| 100k |" not in printed
+    assert "s/step over the epoch" in printed and "| full |" in printed and "| 100k |" not in printed
     assert "Budget 8.00 GiB" in printed and "| batch | accumulation |" in printed
 
 

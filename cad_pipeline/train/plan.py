@@ -1,9 +1,9 @@
 """Training plans from measurement: time real optimizer steps of the configured model, then project every scale.
 
-The steps are drawn evenly from the first epoch's own batch order (length-grouped, as training
-runs), so their mean stands for the epoch; warm-up steps (allocator, kernel selection) are run
-but not timed. Projections scale steps per epoch with the samples a scale holds; rendering time
-comes from rendering some of the partition's models now, with the configured settings.
+Warm-up steps (allocator, kernel selection) run first and count once as start-up. The timed steps
+span the range of the epoch's step sizes, and a line fitted to them predicts each step of the
+epoch's own batch order (length-grouped, as training runs). Projections scale steps per epoch with
+the samples a scale holds; rendering time comes from rendering some of the partition's models now.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Generated code scored against the ground truth, the way published work scores it."""

@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     exec_code.add_argument("--json", action="store_true", help="print one JSON object")
     exec_code.set_defaults(handler=_exec_code)
 
+    score = commands.add_parser("score", help="score OpenECAD code against a ground-truth DeepCAD JSON file (every metric)")
+    score.add_argument("--truth", type=Path, required=True, help="the ground-truth DeepCAD JSON file")
+    score.add_argument("--code", type=Path, required=True, help="OpenECAD code, or a model's answer holding a python block")
+    score.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    score.set_defaults(handler=_score)
+
     sample = commands.add_parser("sample", help="write a generated sample corpus in DeepCAD's layout")
     sample.add_argument("--out", type=Path, required=True)
     sample.add_argument("--models", type=int, default=1300)
@@ -225,6 +231,33 @@ def _report(report, as_json: bool) -> int:
     else:
         print(f"{report.id}: rejected: {report.reason}")
     return EXIT_VALID if report.valid else EXIT_REJECTED
+
+
+def _score(args) -> int:
+    from cad_pipeline.cad.build import build_solid
+    from cad_pipeline.cad.deepcad_json import read_file
+    from cad_pipeline.cad.errors import ModelError
+    from cad_pipeline.cad.openecad.writer import write_code
+    from cad_pipeline.evaluate.code_scores import extract_code
+    from cad_pipeline.evaluate.score import PROTOCOLS, score_code
+
+    for path in (args.truth, args.code):
+        if not path.is_file():
+            raise UsageError(f"{path} does not exist")
+    try:
+        truth = read_file(args.truth)
+        truth_solid = build_solid(truth)
+    except ModelError as error:
+        raise UsageError(f"the ground truth {args.truth} is not a valid model: {error}") from None
+    text = args.code.read_text(errors="replace")
+    code = extract_code(text) if "```python" in text else text
+    result = score_code(args.truth.stem, truth, truth_solid, write_code(truth), code)
+    if args.json:
+        print(json.dumps({**result.to_json(), "protocols": PROTOCOLS}, indent=1))
+    else:
+        for key, value in result.to_json().items():
+            print(f"{key}: {value}" + (f"  ({PROTOCOLS[key]})" if key in PROTOCOLS and value is not None else ""))
+    return 0
 
 
 def _code(args) -> int:

@@ -112,3 +112,19 @@ def test_exec_code_rejects_hostile_code_with_its_line_and_exit_1(tmp_path):
 def test_code_of_a_rejected_model_exits_1():
     result = _run("code", REAL_SAMPLES / "00000175.json")
     assert result.returncode == 1 and "profiles" in result.stderr and result.stdout == ""
+
+
+def test_score_prints_every_metric_with_its_protocol_for_one_pair(tmp_path):
+    truth = REAL_SAMPLES / "00000330.json"
+    answer = tmp_path / "answer.txt"
+    answer.write_text("Of course, here are the codes:\n```python\n" + _run("code", truth).stdout + "```")
+    printed = _run("score", "--truth", truth, "--code", answer, "--json")
+    assert printed.returncode == 0, printed.stderr
+    result = json.loads(printed.stdout)
+    assert result["valid"] and result["command_accuracy"] == 1.0 and result["iou"] == pytest.approx(1.0, abs=1e-5)
+    assert "0.75 / max |bbox|" in result["protocols"]["chamfer_deepcad"]
+    hostile = tmp_path / "hostile.py"
+    hostile.write_text("__import__('os').system('touch pwned')\n")
+    rejected = json.loads(_run("score", "--truth", truth, "--code", hostile, "--json", cwd=tmp_path).stdout)
+    assert not rejected["valid"] and rejected["failure"].startswith("code_rejected") and not (tmp_path / "pwned").exists()
+    assert _run("score", "--truth", tmp_path / "missing.json", "--code", hostile).returncode == 2

@@ -80,8 +80,9 @@ def chamfer(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(to_predicted**2) + np.mean(to_truth**2))
 
 
-def deepcad_chamfer(truth: TopoDS_Shape, predicted: TopoDS_Shape, seed: int = 0) -> float:
-    frame = deepcad_frame(exact_bbox(truth))
+def deepcad_chamfer(truth: TopoDS_Shape, predicted: TopoDS_Shape, seed: int = 0, truth_bbox: tuple | None = None) -> float:
+    """`truth_bbox`: the box DeepCAD normalizes by (the JSON's stated one); the truth's exact box when not given."""
+    frame = deepcad_frame(truth_bbox or exact_bbox(truth))
     truth_points = frame.apply(surface_points(truth, DEEPCAD_POINTS, np.random.default_rng(seed)))
     predicted_points = frame.apply(surface_points(predicted, DEEPCAD_POINTS, np.random.default_rng(seed)))
     reach = float(np.max(np.abs(predicted_points)))
@@ -105,7 +106,7 @@ def iou(truth: TopoDS_Shape, predicted: TopoDS_Shape) -> float:
         raise ValueError("OpenCASCADE could not intersect the two solids")
     both = _volume(common.Shape())
     union = _volume(truth) + _volume(predicted) - both
-    return both / union if union > 0 else 0.0
+    return min(1.0, both / union) if union > 0 else 0.0  # above 1 only by integration error
 
 
 def _volume(shape: TopoDS_Shape) -> float:

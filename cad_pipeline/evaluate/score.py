@@ -1,0 +1,79 @@
+"""One generated answer scored against its ground-truth model, with every metric and the reason it failed, if it did.
+
+The answer is untrusted: its code only ever goes through the safe interpreter. A sample is invalid
+when it has no python block, when the interpreter rejects the code, or when no solid can be built;
+invalid samples keep the count-based scores (OpenECAD's check_scores does too) and no geometric ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from OCP.TopoDS import TopoDS_Shape
+
+from cad_pipeline.cad.build import OCC_ERRORS, build_solid
+from cad_pipeline.cad.errors import ModelError
+from cad_pipeline.cad.measure import exact_bbox
+from cad_pipeline.cad.openecad.interpreter import interpret
+from cad_pipeline.cad.openecad.program import CodeRejected
+from cad_pipeline.cad.sequence import CadSequence
+from cad_pipeline.evaluate.code_scores import curve_accuracy, loop_accuracy
+from cad_pipeline.evaluate.deepcad_vectors import command_accuracy, command_vectors, parameter_accuracy
+from cad_pipeline.evaluate.geometry import cad_recode_chamfer, deepcad_chamfer, iou
+
+PROTOCOLS = {
+    "command_accuracy": "DeepCAD ACC_cmd: 8-bit command vectors in the truth's normalized frame, truncated at its EOS",
+    "parameter_accuracy": "DeepCAD ACC_param: |diff| < 3 on the 256 grid, exact for arc flag, operation and extent type",
+    "chamfer_deepcad": "DeepCAD: 2,000 points each in the truth's frame (0.75 / max |bbox|), mean squared distances summed",
+    "chamfer_cad_recode": "CAD-Recode: 8,192 points each in the unit cube of the truth's box, mean squared distances summed",
+    "iou": "exact OpenCASCADE boolean volumes: intersection over union",
+    "curve_accuracy": "OpenECAD check_scores Curve_acc (counts of add_line, add_arc, add_circle), percent",
+    "loop_accuracy": "OpenECAD check_scores Loop_acc (count of add_loop), percent",
+}
+
+
+@dataclass(frozen=True)
+class SampleScore:
+    id: str
+    valid: bool
+    failure: str | None
+    command_accuracy: float | None = None
+    parameter_accuracy: float | None = None
+    chamfer_deepcad: float | None = None
+    chamfer_cad_recode: float | None = None
+    iou: float | None = None
+    curve_accuracy: float = 0.0
+    loop_accuracy: float = 0.0
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def score_code(sample_id: str, truth: CadSequence, truth_solid: TopoDS_Shape, truth_code: str, code: str | None) -> SampleScore:
+    counts = {"curve_accuracy": curve_accuracy(code, truth_code), "loop_accuracy": loop_accuracy(code, truth_code)}
+    if code is None:
+        return SampleScore(sample_id, False, "no_code: the answer has no python block", **counts)
+    try:
+        predicted = interpret(code, sample_id)
+    except CodeRejected as error:
+        return SampleScore(sample_id, False, f"code_rejected: {error}", **counts)
+    try:
+        solid = build_solid(predicted)
+    except ModelError as error:
+        return SampleScore(sample_id, False, f"no_solid: {error.message}", **counts)
+    except OCC_ERRORS as error:
+        return SampleScore(sample_id, False, f"no_solid: OpenCASCADE failed: {error}", **counts)
+    box = truth.stated_bbox or exact_bbox(truth_solid)
+    truth_vectors = command_vectors(truth, normalize_to=box)
+    predicted_vectors = command_vectors(predicted, normalize_to=box)
+    return SampleScore(
+        sample_id,
+        True,
+        None,
+        command_accuracy=command_accuracy(predicted_vectors, truth_vectors),
+        parameter_accuracy=parameter_accuracy(predicted_vectors, truth_vectors),
+        chamfer_deepcad=deepcad_chamfer(truth_solid, solid, truth_bbox=box),
+        chamfer_cad_recode=cad_recode_chamfer(truth_solid, solid),
+        iou=iou(truth_solid, solid),
+        **counts,
+    )

@@ -178,24 +178,12 @@ def _mlflow_ui_command(tracking) -> str:
 
 
 def _estimate(args) -> int:
-    import pandas as pd
-
-    from cad_pipeline.bench import render_rate
-    from cad_pipeline.dataset.corpus import Corpus, model_path
     from cad_pipeline.defs.resources import settings_from_environment
-    from cad_pipeline.train.plan import make_plan, scales_of
-    from cad_pipeline.train.session import open_session
+    from cad_pipeline.train.plan import plan_partition
 
     folder = _partition_dir(args)
-    manifest = pd.read_parquet(folder / "manifest.parquet")
-    selected = manifest[manifest.selected]
-    corpus = Corpus.open(settings_from_environment().corpus_path)
-    scale = args.scale or folder.name
-    scales = scales_of(corpus, manifest, scale)
-    files = [model_path(corpus.root, model_id) for model_id in selected.id[:12]]
-    rate = render_rate(files)
-    session = open_session(_train_config(args), folder, folder / "training_plan_model")
-    plan = make_plan(session, args.plan_steps, args.plan_warmup, scale, scales, rate, args.memory_budget_gib * 2**30)
+    corpus = settings_from_environment().corpus_path
+    plan = plan_partition(_train_config(args), folder, corpus, args.scale or folder.name, args.plan_steps, args.plan_warmup, args.memory_budget_gib * 2**30)
     projections, memory = plan.markdown()
     print(projections)
     print()

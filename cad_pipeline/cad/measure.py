@@ -25,11 +25,17 @@ class Measurements:
 
 
 def measure(shape: TopoDS_Shape) -> Measurements:
-    volume, area = GProp_GProps(), GProp_GProps()
-    BRepGProp.VolumeProperties_s(shape, volume, INTEGRATION_EPS, True)
+    area = GProp_GProps()
     BRepGProp.SurfaceProperties_s(shape, area, INTEGRATION_EPS)
     bbox_min, bbox_max = exact_bbox(shape)
-    return Measurements(volume=volume.Mass(), area=area.Mass(), bbox_min=bbox_min, bbox_max=bbox_max)
+    return Measurements(volume=volume(shape), area=area.Mass(), bbox_min=bbox_min, bbox_max=bbox_max)
+
+
+def volume(shape: TopoDS_Shape) -> float:
+    """Exact enough for comparing solids; defined for an empty shape too (0), unlike the bbox."""
+    properties = GProp_GProps()
+    BRepGProp.VolumeProperties_s(shape, properties, INTEGRATION_EPS, True)
+    return properties.Mass()
 
 
 def exact_bbox(shape: TopoDS_Shape) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

@@ -5,24 +5,18 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pydantic
 
-from cad_pipeline.bench import render_rate
-from cad_pipeline.dataset.corpus import Corpus, model_path
-from cad_pipeline.train.plan import scales_of
 from cad_pipeline.defs.conversations import conversations
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.train.config import TrainConfig
-from cad_pipeline.train.plan import make_plan
+from cad_pipeline.train.plan import plan_partition
 from cad_pipeline.train.run import run_training
-from cad_pipeline.train.session import open_session
 
 TRAINING_OWNERS = ["team:cad-training"]
 PLAN_FILE = "training_plan.json"
 ADAPTER_FOLDER = "lora_adapter"
-RENDER_SAMPLE_MODELS = 12
 REPORT_EVERY = 10
 
 
@@ -66,11 +60,9 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     scale = context.partition_key
     folder = settings.partition_dir(scale)
     options = train_config(config)
-    session = open_session(options, folder, folder / "training_plan_model")
-    context.log.info(f"{scale}: timing {config.measure_steps} optimizer steps after {config.warmup_steps} warm-up on {session.device}")
-    scales = scales_of(Corpus.open(settings.corpus_path), pd.read_parquet(folder / "manifest.parquet"), scale)
-    plan = make_plan(
-        session, config.measure_steps, config.warmup_steps, scale, scales, _measured_render_rate(settings, scale), config.memory_budget_gib * 2**30
+    context.log.info(f"{scale}: timing {config.measure_steps} optimizer steps after {config.warmup_steps} warm-up")
+    plan = plan_partition(
+        options, folder, settings.corpus_path, scale, config.measure_steps, config.warmup_steps, config.memory_budget_gib * 2**30, settings.workers
     )
     (folder / PLAN_FILE).write_text(json.dumps(plan.to_json(options), indent=1))
     projections, memory = plan.markdown()
@@ -159,10 +151,3 @@ def _plan_comparison(folder: Path, scale: str, steps) -> dict:
         return {}
     measured = sum(record.seconds for record in steps)
     return {"planned_run_seconds": round(projected, 1), "measured_run_seconds": round(measured, 1), "planned_over_measured": round(projected / measured, 3)}
-
-
-def _measured_render_rate(settings: PipelineSettings, scale: str) -> float:
-    """Models per second over the pool, from rendering a few of this scale's models now."""
-    manifest = pd.read_parquet(settings.partition_dir(scale) / "manifest.parquet")
-    files = [model_path(settings.corpus_path, model_id) for model_id in manifest[manifest.selected].id[:RENDER_SAMPLE_MODELS]]
-    return render_rate(files, settings.workers)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from cad_pipeline.train.data import prompt_text, question_and_answer
+from cad_pipeline.train.data import open_images, prompt_text, question_and_answer
 
 
 @torch.no_grad()
@@ -20,7 +19,7 @@ def generate_answers(model, processor, records: list[dict], image_folder: Path, 
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         prompts = [prompt_text(processor, question_and_answer(record)[0]) for record in chunk]
-        images = [Image.open(image_folder / record["image"]).convert("RGB") for record in chunk]
+        images = open_images([image_folder / record["image"] for record in chunk])
         inputs = processor(text=prompts, images=images, padding=True, return_tensors="pt").to(device)
         output = model.generate(
             **inputs,

@@ -19,12 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from OCP.BRepAlgoAPI import BRepAlgoAPI_Common
-from OCP.BRepGProp import BRepGProp
-from OCP.GProp import GProp_GProps
 from OCP.TopoDS import TopoDS_Shape
 from scipy.spatial import cKDTree
 
-from cad_pipeline.cad.measure import INTEGRATION_EPS, exact_bbox
+from cad_pipeline.cad.measure import exact_bbox, volume
 from cad_pipeline.render.shading import triangles
 
 DEEPCAD_POINTS = 2000
@@ -104,12 +102,7 @@ def iou(truth: TopoDS_Shape, predicted: TopoDS_Shape) -> float:
     common.Build()
     if not common.IsDone():
         raise ValueError("OpenCASCADE could not intersect the two solids")
-    both = _volume(common.Shape())
-    union = _volume(truth) + _volume(predicted) - both
+    both = volume(common.Shape())
+    union = volume(truth) + volume(predicted) - both
     return min(1.0, both / union) if union > 0 else 0.0  # above 1 only by integration error
 
-
-def _volume(shape: TopoDS_Shape) -> float:
-    properties = GProp_GProps()
-    BRepGProp.VolumeProperties_s(shape, properties, INTEGRATION_EPS, True)
-    return properties.Mass()

@@ -98,15 +98,15 @@ def prompt_text(processor, question: str) -> str:
 
 
 def _prompt_inputs(processor, question: str, images: list[Path]) -> dict:
-    return processor(text=[prompt_text(processor, question)] * len(images), images=_open_images(images), return_tensors="pt")
+    return processor(text=[prompt_text(processor, question)] * len(images), images=open_images(images), return_tensors="pt")
 
 
 def image_inputs(processor, images: list[Path]) -> dict[str, torch.Tensor]:
     """Pixel tensors (and whatever else the image processor gives, such as image sizes) for a batch of images."""
-    return dict(processor.image_processor(_open_images(images), return_tensors="pt"))
+    return dict(processor.image_processor(open_images(images), return_tensors="pt"))
 
 
-def _open_images(paths: list[Path]) -> list[Image.Image]:
+def open_images(paths: list[Path]) -> list[Image.Image]:
     images = []
     for path in paths:
         with Image.open(path) as image:

@@ -13,15 +13,20 @@ import os
 import resource
 import statistics
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import pandas as pd
 import torch
 
+from cad_pipeline.bench import render_rate
+from cad_pipeline.dataset.corpus import Corpus, model_path
 from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_models, planned_scales
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, optimizer_and_schedule, optimizer_step, plan_steps
 from cad_pipeline.train.memory import ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters
+from cad_pipeline.train.session import open_session
 
 
 @dataclass(frozen=True)
@@ -306,3 +311,19 @@ def make_plan(
     budget = budget_bytes or device_memory_bytes(session.device)
     factor, rows = memory_plan(model_shape(session.model, config, session.dtype), measurement, config, budget, session.device.type == "cuda")
     return TrainingPlan(measurement, projections, render_models_per_second, factor, budget, rows)
+
+
+RENDER_SAMPLE_MODELS = 12
+"""Models of the partition rendered now to measure the render rate of larger scales."""
+
+
+def plan_partition(
+    config: TrainConfig, partition_dir: Path, corpus_root: Path, scale: str, steps: int, warmup: int, budget_bytes: float = 0.0, workers: int = 0
+) -> TrainingPlan:
+    """The plan for one partition folder: the scales its corpus can fill, a render-rate measurement, the timed steps."""
+    manifest = pd.read_parquet(partition_dir / "manifest.parquet")
+    corpus = Corpus.open(corpus_root)
+    files = [model_path(corpus.root, model_id) for model_id in manifest[manifest.selected].id[:RENDER_SAMPLE_MODELS]]
+    rate = render_rate(files, workers)
+    session = open_session(config, partition_dir, partition_dir / "training_plan_model")
+    return make_plan(session, steps, warmup, scale, scales_of(corpus, manifest, scale), rate, budget_bytes)

@@ -22,14 +22,16 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-# The demo trains the tiny model for a bounded number of steps; drop the limits for a full epoch.
+# The demo trains the tiny model for a bounded number of steps and evaluates it on part of the validation
+# samples; drop the limits for a full epoch and every validation sample.
 RUN_TRAINING ?= --max-steps 30 --validation-samples 24 --plan-steps 8 --plan-warmup 2
+RUN_EVALUATION ?= --sample-limit 12 --max-new-tokens 256
 
 run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/cad-pipeline materialize --scale 1k $(RUN_TRAINING)
+	$(BIN)/cad-pipeline materialize --scale 1k $(RUN_TRAINING) $(RUN_EVALUATION)
 	@echo
-	@echo "Results: $(CAD_PIPELINE_DATA)/partitions/1k (manifest.parquet, renders.parquet, TinyLLaVA train.json + val.json + images/, training_plan.json, lora_adapter/), corpus in $(CAD_PIPELINE_DATA)/deepcad"
-	@echo "Training runs: make mlflow, then open http://localhost:5000 (store: $(CAD_PIPELINE_DATA)/mlflow)"
+	@echo "Results: $(CAD_PIPELINE_DATA)/partitions/1k (manifest.parquet, renders.parquet, TinyLLaVA train.json + val.json + images/, training_plan.json, lora_adapter/, evaluation/), corpus in $(CAD_PIPELINE_DATA)/deepcad"
+	@echo "Training and evaluation runs: make mlflow, then open http://localhost:5000 (store: $(CAD_PIPELINE_DATA)/mlflow)"
 	@echo "Browse runs, lineage and metadata: make ui, then open http://localhost:3000"
 
 mlflow: install

@@ -110,11 +110,21 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_options(estimate)
     estimate.set_defaults(handler=_estimate)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="generate code for a partition's validation pictures with a trained adapter (and its base model) and score it"
+    )
+    evaluate.add_argument("--adapter", type=Path, required=True, help="a trained adapter folder (<partition>/lora_adapter/adapter)")
+    _add_partition_argument(evaluate)
+    evaluate.add_argument("--out", type=Path, help="folder for samples.parquet, aggregates.json and gallery.png (default: <partition>/evaluation)")
+    _add_evaluation_options(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
     materialize = commands.add_parser("materialize", help="materialize assets for one scale without the UI")
     materialize.add_argument("--scale", required=True)
     materialize.add_argument("--select", default="*", help="comma-separated asset names (default: every asset)")
     _add_plan_options(materialize)
     _add_train_options(materialize)
+    _add_evaluation_options(materialize)
     materialize.set_defaults(handler=_materialize)
     return parser
 
@@ -134,8 +144,20 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     from cad_pipeline.train.config import TrainConfig
 
-    group = parser.add_argument_group("training settings")
-    for name, kind, default, help_text in TrainConfig.options():
+    _add_options(parser, TrainConfig, "training settings")
+
+
+def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    from cad_pipeline.evaluate.config import EvaluationConfig
+
+    _add_options(parser, EvaluationConfig, "evaluation settings")
+
+
+def _add_options(parser: argparse.ArgumentParser, settings_class, title: str) -> None:
+    from cad_pipeline.options import options_of
+
+    group = parser.add_argument_group(title)
+    for name, kind, default, help_text in options_of(settings_class):
         flag = "--" + name.replace("_", "-")
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
@@ -144,9 +166,17 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args):
+    from cad_pipeline.options import from_values
     from cad_pipeline.train.config import TrainConfig
 
-    return TrainConfig(**{name: getattr(args, name) for name, *_ in TrainConfig.options()})
+    return from_values(TrainConfig, args)
+
+
+def _evaluation_config(args):
+    from cad_pipeline.evaluate.config import EvaluationConfig
+    from cad_pipeline.options import from_values
+
+    return from_values(EvaluationConfig, args)
 
 
 def _partition_dir(args) -> Path:
@@ -188,6 +218,31 @@ def _estimate(args) -> int:
     print(projections)
     print()
     print(memory)
+    return 0
+
+
+def _evaluate(args) -> int:
+    from cad_pipeline.defs.resources import MlflowSettings, settings_from_environment
+    from cad_pipeline.evaluate.evaluation import EVALUATION_FOLDER, SAMPLES_FILE, evaluate_adapter
+    from cad_pipeline.parallel import process_pool
+
+    folder = _partition_dir(args)
+    if not (args.adapter / "adapter_config.json").is_file():
+        raise UsageError(f"{args.adapter} is not an adapter folder (no adapter_config.json); train one with `cad-pipeline train`")
+    settings = settings_from_environment()
+    tracking = MlflowSettings().tracking(settings)
+    out = args.out or folder / EVALUATION_FOLDER
+    with process_pool() as pool:
+        result = evaluate_adapter(
+            args.adapter, folder, settings.corpus_path, _evaluation_config(args), pool, tracking,
+            f"evaluate {folder.name}", {"partition": folder.name, "source": "cli"}, out,
+        )  # fmt: skip
+    print(result.markdown())
+    print()
+    print("validation loss: " + ", ".join(f"{variant} {loss:.4f}" for variant, loss in result.validation_loss.items()))
+    print(f"per-sample table: {out / SAMPLES_FILE}")
+    print(f"gallery ({', '.join(f'{rank} {sample_id}' for rank, sample_id in result.gallery)}): {result.gallery_path}")
+    print(f"MLflow run: {result.run_url} (start the UI with: {_mlflow_ui_command(tracking)})")
     return 0
 
 
@@ -390,7 +445,7 @@ def _materialize(args) -> int:
         raise UsageError(f"unknown scale {args.scale!r}; configured scales: {', '.join(scales)} (set CAD_PIPELINE_SCALES to change them)")
     training = _train_config(args).to_json()
     plan = {"measure_steps": args.plan_steps, "warmup_steps": args.plan_warmup, "memory_budget_gib": args.memory_budget_gib}
-    op_config = {"training_plan": {**training, **plan}, "lora_adapter": training}
+    op_config = {"training_plan": {**training, **plan}, "lora_adapter": training, "evaluation": _evaluation_config(args).to_json()}
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(

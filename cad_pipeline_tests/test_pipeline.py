@@ -19,6 +19,7 @@ from cad_pipeline.cad.measure import measure
 from cad_pipeline.cad.openecad.interpreter import interpret
 from cad_pipeline.defs.conversations import ConversationConfig, conversations
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
+from cad_pipeline.defs.evaluation import evaluation
 from cad_pipeline.defs.render import RenderConfig, rendered_views
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.defs.training import lora_adapter, training_plan
@@ -33,6 +34,11 @@ def settings(tmp_path_factory) -> PipelineSettings:
     """Default corpus folder missing, so the first materialization generates the sample corpus."""
     root = tmp_path_factory.mktemp("data")
     return PipelineSettings(data_root=str(root), sample_models=SAMPLE_MODELS, workers=2)
+
+
+@pytest.fixture(scope="module")
+def mlflow_settings(tmp_path_factory) -> MlflowSettings:
+    return MlflowSettings(tracking_dir=str(tmp_path_factory.mktemp("mlflow")))
 
 
 def test_corpus_is_generated_on_first_use_and_described(settings):
@@ -133,14 +139,14 @@ def test_conversations_load_in_tinyllava_format_and_every_answer_rebuilds(settin
     assert tight.asset_materializations_for_node("conversations")[0].metadata["answers_reused"].value == len(selected)
 
 
-def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_that_reloads_exactly(settings, tmp_path):
+def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_that_reloads_exactly(settings, mlflow_settings):
     import torch
     from mlflow.tracking import MlflowClient
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
     training = {"max_steps": 3, "batch_size": 2, "validation_samples": 4, "learning_rate": 3e-3, "checkpoint_every": 2}
-    mlflow = MlflowSettings(tracking_dir=str(tmp_path / "mlflow"))
+    mlflow = mlflow_settings
     result = dg.materialize(
         [deepcad_corpus, cad_subset, rendered_views, conversations, training_plan, lora_adapter],
         resources={"settings": settings, "mlflow": mlflow},
@@ -182,6 +188,76 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_tha
     trained = torch.load(checkpoint, weights_only=False)["trainable"]
     parameters = dict(reloaded.named_parameters())
     assert trained and all(torch.equal(parameters[name], value) for name, value in trained.items())
+
+
+def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(settings, mlflow_settings):
+    """Runs after the training test, on the adapter it trained on the `full` partition."""
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from cad_pipeline.evaluate.evaluation import answer_loss, evaluation_samples
+    from cad_pipeline.train.config import TrainConfig
+    from cad_pipeline.train.model import load_base_model
+
+    limit = 4
+    result = dg.materialize(
+        [evaluation],
+        resources={"settings": settings, "mlflow": mlflow_settings},
+        partition_key="full",
+        run_config={"ops": {"evaluation": {"config": {"sample_limit": limit, "max_new_tokens": 24, "generation_batch_size": 3}}}},
+    )
+    assert result.success
+    metadata = result.asset_materializations_for_node("evaluation")[0].metadata
+    table = pd.read_parquet(metadata["per_sample"].value)
+    assert len(table) == 2 * limit and table.groupby("variant").size().to_dict() == {"adapter": limit, "base": limit}
+    adapter_rows, base_rows = table[table.variant == "adapter"], table[table.variant == "base"]
+    assert list(adapter_rows.sample_id) == list(base_rows.sample_id)
+    assert adapter_rows.model_id.nunique() == limit, "a small limit takes one view of each of several models"
+    for row in table.itertuples():
+        if row.valid:
+            assert row.failure is None and 0.0 <= row.iou <= 1.0 and row.chamfer_deepcad >= 0.0
+        else:
+            assert row.failure.split(":")[0] in {"no_code", "code_rejected", "no_solid"} and pd.isna(row.iou)
+    expected_invalid = 100.0 * (~adapter_rows.valid).sum() / limit
+    assert metadata["samples"].value == limit and metadata["invalid_ratio_pct"].value == pytest.approx(expected_invalid)
+    assert "| invalid_ratio_pct |" in metadata["aggregates"].value and "adapter - base" in metadata["aggregates"].value
+    assert "data:image/png;base64," in metadata["gallery"].value
+
+    client = MlflowClient(tracking_uri=mlflow_settings.tracking(settings).tracking_uri)
+    run = client.get_run(metadata["mlflow_run_id"].value)
+    training_run = json.loads((Path(settings.data_root) / "partitions" / "full" / "lora_adapter" / "run.json").read_text())
+    assert run.info.status == "FINISHED" and run.info.experiment_id == training_run["experiment_id"]
+    assert run.data.tags["mlflow.parentRunId"] == training_run["run_id"] and run.data.tags["dagster_run_id"] == result.run_id
+    assert client.get_run(training_run["run_id"]).data.tags["evaluation_run_id"] == run.info.run_id
+    assert run.data.metrics["adapter.invalid_ratio_pct"] == pytest.approx(expected_invalid)
+    assert run.data.metrics["adapter.samples"] == limit and run.data.params["sample_limit"] == str(limit)
+    losses = {variant: run.data.metrics[f"{variant}.validation_loss"] for variant in ("adapter", "base")}
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"samples.parquet", "aggregates.json", "gallery.png"}
+    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "adapter_beats_base"]
+    assert check.severity == dg.AssetCheckSeverity.WARN and check.passed == (losses["adapter"] < losses["base"])
+    assert metadata["validation_loss_adapter"].value == pytest.approx(losses["adapter"], abs=1e-4)
+
+    partition = Path(settings.data_root) / "partitions" / "full"
+    config = TrainConfig(base_model=str(partition / "lora_adapter" / "base_model"))
+    base = load_base_model(config, torch.device("cpu"), torch.float32, partition, [])
+    samples = evaluation_samples(partition, settings.corpus_path, limit)
+    alone = answer_loss(base.model, base.processor, samples, partition / "images", config, torch.device("cpu"), torch.float32)
+    assert losses["base"] == pytest.approx(alone, rel=1e-5), "the baseline is the base model as it was before training"
+
+
+def test_evaluate_command_scores_an_adapter_without_its_baseline(settings, mlflow_settings, tmp_path, capsys, monkeypatch):
+    from cad_pipeline.cli import main
+
+    monkeypatch.setenv("CAD_PIPELINE_CORPUS", str(settings.corpus_path))
+    monkeypatch.setenv("CAD_PIPELINE_DATA", settings.data_root)
+    partition = Path(settings.data_root) / "partitions" / "full"
+    arguments = ["--partition", str(partition), "--sample-limit", "2", "--max-new-tokens", "8", "--no-baseline", "--out", str(tmp_path)]
+    assert main(["evaluate", "--adapter", str(partition / "lora_adapter" / "adapter"), *arguments]) == 0
+    printed = capsys.readouterr().out
+    assert "| metric | adapter | protocol |" in printed and "MLflow run: http://localhost:5000/#/experiments/" in printed
+    table = pd.read_parquet(tmp_path / "samples.parquet")
+    assert list(table.variant) == ["adapter", "adapter"]
+    assert (tmp_path / "gallery.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_estimate_prints_the_projections_and_the_memory_plan(settings, capsys, monkeypatch):

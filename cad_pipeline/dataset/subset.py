@@ -24,6 +24,8 @@ from cad_pipeline.dataset.scales import validation_target
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.store import store_path
 
+MANIFEST = "manifest.parquet"
+"""Each partition's table of its models: split, order, whether selected, why invalid, measurements."""
 MANIFEST_COLUMNS = [
     "id", "split", "order", "selected", "valid", "reason_code", "reason", "n_extrudes", "n_curves", "volume", "area",
     "bbox_min_x", "bbox_min_y", "bbox_min_z", "bbox_max_x", "bbox_max_y", "bbox_max_z", "sha256", "reused",

@@ -7,11 +7,10 @@ import pandas as pd
 
 from cad_pipeline.dataset.corpus import Corpus, CorpusError, open_or_generate
 from cad_pipeline.dataset.scales import scale_size, validation_target
-from cad_pipeline.dataset.subset import ScaleTooLarge, SubsetResult, select_subset, write_manifest
+from cad_pipeline.dataset.subset import MANIFEST, ScaleTooLarge, SubsetResult, select_subset, write_manifest
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import PipelineSettings
 
-MANIFEST = "manifest.parquet"
 OWNERS = ["team:cad-data"]
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 import dagster as dg
 import pydantic
 
+from cad_pipeline.defs.config_fields import config_class
 from cad_pipeline.defs.conversations import conversations
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
+from cad_pipeline.options import from_values
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.plan import plan_partition
 from cad_pipeline.train.run import run_training
@@ -20,27 +22,13 @@ ADAPTER_FOLDER = "lora_adapter"
 REPORT_EVERY = 10
 
 
-def _train_config_fields() -> dict:
-    annotations = {name: kind for name, kind, _, _ in TrainConfig.options()}
-    defaults = {name: pydantic.Field(default=default, description=help_text) for name, kind, default, help_text in TrainConfig.options()}
-    return {"__annotations__": annotations, **defaults}
-
-
-TrainingConfig = type(
-    "TrainingConfig",
-    (dg.Config,),
-    {"__doc__": "LoRA fine-tuning settings; the same fields as `cad-pipeline train`'s flags.", "__module__": __name__, **_train_config_fields()},
-)
+TrainingConfig = config_class("TrainingConfig", TrainConfig, "LoRA fine-tuning settings; the same fields as `cad-pipeline train`'s flags.", __name__)
 
 
 class PlanConfig(TrainingConfig):
     measure_steps: int = pydantic.Field(default=20, description="optimizer steps timed (after the warm-up)")
     warmup_steps: int = pydantic.Field(default=3, description="optimizer steps run first and not timed")
     memory_budget_gib: float = pydantic.Field(default=0.0, description="memory budget of the planner (0: the device's memory)")
-
-
-def train_config(config: dg.Config) -> TrainConfig:
-    return TrainConfig(**{name: getattr(config, name) for name, *_ in TrainConfig.options()})
 
 
 @dg.asset(
@@ -59,7 +47,7 @@ def train_config(config: dg.Config) -> TrainConfig:
 def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, settings: PipelineSettings) -> dg.MaterializeResult:
     scale = context.partition_key
     folder = settings.partition_dir(scale)
-    options = train_config(config)
+    options = from_values(TrainConfig, config)
     context.log.info(f"{scale}: timing {config.measure_steps} optimizer steps after {config.warmup_steps} warm-up")
     plan = plan_partition(
         options, folder, settings.corpus_path, scale, config.measure_steps, config.warmup_steps, config.memory_budget_gib * 2**30, settings.workers
@@ -104,7 +92,7 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
     scale = context.partition_key
     folder = settings.partition_dir(scale)
     tags = {"dagster_run_id": context.run.run_id, "partition": scale, "asset": "lora_adapter"}
-    options = train_config(config)
+    options = from_values(TrainConfig, config)
 
     def report(record) -> None:
         if record.step % REPORT_EVERY == 0:

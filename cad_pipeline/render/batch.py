@@ -173,6 +173,12 @@ def image_file_name(model_id: str, view: str) -> str:
     return f"{model_id.replace('/', '_')}_{view}.png"
 
 
+def image_owner(model_ids: Iterable[str]) -> Callable[[str], str | None]:
+    """The inverse of `image_file_name` over these models: image name -> model id, or None for another model's."""
+    by_prefix = {model_id.replace("/", "_"): model_id for model_id in model_ids}
+    return lambda image: by_prefix.get(image.removesuffix(".png").rsplit("_", 1)[0])
+
+
 def link_images(images: Iterable[tuple[str, str, str]], folder: Path) -> list[Path]:
     """Give (model id, view, store path) images their readable names in `folder`: hard links, or copies
     where the store is on another file system."""

@@ -2,53 +2,46 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 
-
-def _option(default, help_text: str):
-    return field(default=default, metadata={"help": help_text})
+from cad_pipeline.options import option
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    base_model: str = _option(
+    base_model: str = option(
         "tiny",
         "'tiny' (a ~10M-parameter LLaVA built from configs, tokenizer trained on the answers), a local transformers "
         "image-text-to-text folder, or a local TinyLLaVA/OpenECAD checkpoint folder",
     )
-    tinyllava_language_model: str = _option("", "TinyLLaVA checkpoints: local folder of the language model its config names")
-    tinyllava_vision_tower: str = _option("", "TinyLLaVA checkpoints: local folder of the vision tower its config names")
-    tinyllava_tokenizer: str = _option("", "TinyLLaVA checkpoints: local tokenizer folder its config names")
-    epochs: int = _option(1, "passes over the training samples")
-    max_steps: int = _option(0, "stop after this many optimizer steps (0: no limit)")
-    batch_size: int = _option(4, "samples per micro-batch")
-    gradient_accumulation: int = _option(1, "micro-batches per optimizer step")
-    learning_rate: float = _option(2e-4, "peak learning rate of the cosine schedule")
-    warmup_ratio: float = _option(0.03, "share of the optimizer steps spent warming the learning rate up from 0")
-    weight_decay: float = _option(0.0, "AdamW weight decay")
-    max_grad_norm: float = _option(1.0, "gradient clipping norm (0: off)")
-    lora_rank: int = _option(16, "LoRA rank")
-    lora_alpha: int = _option(32, "LoRA alpha (scale = alpha / rank)")
-    lora_dropout: float = _option(0.05, "dropout on the LoRA input")
-    lora_vision: bool = _option(False, "also put LoRA on the vision tower's linear layers (OpenECAD's recipe does)")
-    max_length: int = _option(2048, "samples longer than this many tokens (image tokens included) are left out, not cut")
-    validation_samples: int = _option(0, "validation samples whose loss is measured before training and after each epoch (0: all)")
-    gradient_checkpointing: bool = _option(False, "recompute activations in the backward pass: less memory, ~30% slower")
-    packing: str = _option("auto", "'auto' (pack samples into one row where FlashAttention is available), 'on' or 'off'")
-    dtype: str = _option("auto", "'auto' (bf16 on CUDA where supported, else fp32), 'bf16', 'fp16' or 'fp32'")
-    device: str = _option("auto", "'auto' (cuda, then mps, then cpu), or a torch device name")
-    seed: int = _option(0, "seed of the model's random parts, the LoRA initialisation, dropout and the sample order")
-    checkpoint_every: int = _option(50, "save a resumable checkpoint every this many optimizer steps (0: only at the end)")
-    threads: int = _option(0, "CPU threads torch uses (0: torch's default)")
+    tinyllava_language_model: str = option("", "TinyLLaVA checkpoints: local folder of the language model its config names")
+    tinyllava_vision_tower: str = option("", "TinyLLaVA checkpoints: local folder of the vision tower its config names")
+    tinyllava_tokenizer: str = option("", "TinyLLaVA checkpoints: local tokenizer folder its config names")
+    epochs: int = option(1, "passes over the training samples")
+    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)")
+    batch_size: int = option(4, "samples per micro-batch")
+    gradient_accumulation: int = option(1, "micro-batches per optimizer step")
+    learning_rate: float = option(2e-4, "peak learning rate of the cosine schedule")
+    warmup_ratio: float = option(0.03, "share of the optimizer steps spent warming the learning rate up from 0")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)")
+    lora_rank: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / rank)")
+    lora_dropout: float = option(0.05, "dropout on the LoRA input")
+    lora_vision: bool = option(False, "also put LoRA on the vision tower's linear layers (OpenECAD's recipe does)")
+    max_length: int = option(2048, "samples longer than this many tokens (image tokens included) are left out, not cut")
+    validation_samples: int = option(0, "validation samples whose loss is measured before training and after each epoch (0: all)")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower")
+    packing: str = option("auto", "'auto' (pack samples into one row where FlashAttention is available), 'on' or 'off'")
+    dtype: str = option("auto", "'auto' (bf16 on CUDA where supported, else fp32), 'bf16', 'fp16' or 'fp32'")
+    device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device name")
+    seed: int = option(0, "seed of the model's random parts, the LoRA initialisation, dropout and the sample order")
+    checkpoint_every: int = option(50, "save a resumable checkpoint every this many optimizer steps (0: only at the end)")
+    threads: int = option(0, "CPU threads torch uses (0: torch's default)")
 
     def to_json(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def options(cls) -> list[tuple[str, type, object, str]]:
-        """(name, type, default, help) of every setting, for CLI flags and Dagster config fields."""
-        types = {"str": str, "int": int, "float": float, "bool": bool}
-        return [(f.name, types[f.type], f.default, f.metadata["help"]) for f in fields(cls)]
 
 
 def resolve_device(name: str):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -12,10 +13,13 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
-from cad_pipeline.train.config import TrainConfig
+from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
 from cad_pipeline.train.tinyllava import TinyLlavaParts, is_tinyllava_checkpoint, load_tinyllava
 from cad_pipeline.train.tiny import write_tiny_model
 
+TRAIN_CONFIG_FILE = "train_config.json"
+TINY_BASE_FOLDER = "base_model"
+"""Where a run keeps the tiny base model it built, beside its adapter."""
 CONNECTOR_NAMES = ("multi_modal_projector",)
 """The connector between vision tower and language model, trained in full as TinyLLaVA and OpenECAD do."""
 
@@ -39,7 +43,7 @@ def load_base_model(config: TrainConfig, device: torch.device, dtype: torch.dtyp
     """`texts` train the tiny model's tokenizer; a real base model ignores them."""
     attention = "flash_attention_2" if flash_attention_available(device) and dtype != torch.float32 else "sdpa"
     if config.base_model == "tiny":
-        folder, source = write_tiny_model(texts, work_dir / "base_model", seed=config.seed), "tiny (built from configs)"
+        folder, source = write_tiny_model(texts, work_dir / TINY_BASE_FOLDER, seed=config.seed), "tiny (built from configs)"
     else:
         folder, source = Path(config.base_model), config.base_model
         if not folder.is_dir():
@@ -61,6 +65,33 @@ def load_base_model(config: TrainConfig, device: torch.device, dtype: torch.dtyp
     if hasattr(model.config, "text_config"):
         model.config.text_config.use_cache = False
     return BaseModel(model.to(device), processor, source, attention)
+
+
+@dataclass
+class TrainedAdapter:
+    model: PeftModel
+    processor: object
+    config: TrainConfig
+    """The settings it was trained with."""
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_adapter(adapter_dir: Path) -> TrainedAdapter:
+    """A trained adapter on its base model, on the device and in the dtype its settings resolve to here. The tiny
+    base model is the one saved beside the adapter (it was built for that run); any other is the folder named."""
+    settings_file = adapter_dir / TRAIN_CONFIG_FILE
+    if not settings_file.is_file():
+        raise FileNotFoundError(f"{adapter_dir} is not a trained adapter: {TRAIN_CONFIG_FILE} is missing (train one with `cad-pipeline train`)")
+    config = TrainConfig(**json.loads(settings_file.read_text()))
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    base_config = replace(config, base_model=str(adapter_dir.parent / TINY_BASE_FOLDER)) if config.base_model == "tiny" else config
+    base = load_base_model(base_config, device, dtype, adapter_dir.parent, [])
+    model = PeftModel.from_pretrained(base.model, adapter_dir).to(device)
+    return TrainedAdapter(model.eval(), base.processor, config, device, dtype)
 
 
 def lora_targets(model: torch.nn.Module, vision: bool) -> list[str]:

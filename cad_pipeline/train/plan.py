@@ -21,6 +21,7 @@ import torch
 from cad_pipeline.bench import render_rate
 from cad_pipeline.dataset.corpus import Corpus, model_path
 from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_models, planned_scales
+from cad_pipeline.dataset.subset import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, optimizer_and_schedule, optimizer_step, plan_steps
@@ -321,7 +322,7 @@ def plan_partition(
     config: TrainConfig, partition_dir: Path, corpus_root: Path, scale: str, steps: int, warmup: int, budget_bytes: float = 0.0, workers: int = 0
 ) -> TrainingPlan:
     """The plan for one partition folder: the scales its corpus can fill, a render-rate measurement, the timed steps."""
-    manifest = pd.read_parquet(partition_dir / "manifest.parquet")
+    manifest = pd.read_parquet(partition_dir / MANIFEST)
     corpus = Corpus.open(corpus_root)
     files = [model_path(corpus.root, model_id) for model_id in manifest[manifest.selected].id[:RENDER_SAMPLE_MODELS]]
     rate = render_rate(files, workers)

@@ -13,10 +13,14 @@ from mlflow.entities import Param
 
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.loop import StepRecord, TrainState, train
-from cad_pipeline.train.model import trainable_parameters
+from cad_pipeline.train.model import TINY_BASE_FOLDER, TRAIN_CONFIG_FILE, trainable_parameters
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
 
+ADAPTER_NAME = "adapter"
+"""The adapter's folder in a run's output folder."""
+RUN_FILE = "run.json"
+"""Beside the adapter: the MLflow run that trained it, so its evaluation is logged next to it."""
 PARAM_VALUE_LIMIT = 6000
 """MLflow's longest param value; paths beyond it are cut rather than failing the run."""
 
@@ -81,20 +85,23 @@ def run_training(
             on_validation=lambda step, loss: client.log_metric(run_id, "val_loss", loss, step=step),
         )  # fmt: skip
         seconds = time.perf_counter() - started
-        adapter = out_dir / "adapter"
+        adapter = out_dir / ADAPTER_NAME
         session.model.save_pretrained(adapter)
         session.processor.save_pretrained(adapter)
-        (adapter / "train_config.json").write_text(json.dumps(config.to_json(), indent=1))
+        (adapter / TRAIN_CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=1))
         curve = loss_curve_png(state.steps, state.val_losses, out_dir / "loss_curve.png")
         client.log_artifacts(run_id, str(adapter), "adapter")
         client.log_artifact(run_id, str(curve))
         if config.base_model == "tiny":
-            client.log_artifacts(run_id, str(out_dir / "base_model"), "base_model")
+            client.log_artifacts(run_id, str(out_dir / TINY_BASE_FOLDER), TINY_BASE_FOLDER)
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id)
-    return TrainingRun(state, adapter, curve, experiment, run_id, tracking.run_url(experiment, run_id), seconds, params)
+    run_url = tracking.run_url(experiment, run_id)
+    record = {"run_id": run_id, "experiment_id": experiment, "run_url": run_url, "tracking_uri": tracking.tracking_uri}
+    (out_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
+    return TrainingRun(state, adapter, curve, experiment, run_id, run_url, seconds, params)
 
 
 def settings_key(config: TrainConfig) -> str:

@@ -1,0 +1,308 @@
+"""A trained adapter evaluated on its partition's validation samples: code generated from each picture, built through
+the safe interpreter and scored against the ground-truth model, beside the same evaluation of the base model alone.
+
+Everything a report needs is written to one folder: the per-sample table, the aggregates with their protocols, the
+gallery; the aggregates are also logged to MLflow as a child of the run that trained the adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+from cad_pipeline.dataset.corpus import model_path
+from cad_pipeline.dataset.subset import MANIFEST
+from cad_pipeline.evaluate.code_scores import extract_code
+from cad_pipeline.evaluate.config import EvaluationConfig
+from cad_pipeline.evaluate.gallery import DrawJob, draw_row, draw_row_failed, gallery_png
+from cad_pipeline.evaluate.generate import generate_answers
+from cad_pipeline.evaluate.score import PROTOCOLS, ScoreJob, score_job, score_job_failed
+from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
+from cad_pipeline.parallel import map_in_sandboxes
+from cad_pipeline.render.batch import image_owner
+from cad_pipeline.train.config import TrainConfig
+from cad_pipeline.train.data import prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.loop import validation_loss
+from cad_pipeline.train.model import TrainedAdapter, load_adapter
+from cad_pipeline.train.run import RUN_FILE
+from cad_pipeline.train.session import IMAGE_FOLDER
+from cad_pipeline.train.tracking import Tracking
+
+ADAPTER, BASE = "adapter", "base"
+EVALUATION_FOLDER = "evaluation"
+"""Where a partition keeps its evaluation: the per-sample table, the aggregates and the gallery."""
+SAMPLES_FILE = "samples.parquet"
+AGGREGATES_FILE = "aggregates.json"
+GALLERY_FILE = "gallery.png"
+SCORE_CHUNK = 4
+"""Answers per worker task: small, so a slow solid holds up few others."""
+
+AGGREGATES = {
+    "samples": ("count", None, 1, "validation samples evaluated"),
+    "invalid_ratio_pct": ("invalid", None, 100, "percent of samples with no python block, rejected code or no solid (DeepCAD, CAD-Recode: IR)"),
+    "command_accuracy_pct": ("mean", "command_accuracy", 100, PROTOCOLS["command_accuracy"] + "; mean over valid samples, percent"),
+    "parameter_accuracy_pct": ("mean", "parameter_accuracy", 100, PROTOCOLS["parameter_accuracy"] + "; mean over valid samples, percent"),
+    "chamfer_deepcad_median_x1e3": ("median", "chamfer_deepcad", 1e3, PROTOCOLS["chamfer_deepcad"] + "; median over valid samples, x10^3 (as DeepCAD reports)"),
+    "chamfer_deepcad_mean_x1e3": ("mean", "chamfer_deepcad", 1e3, PROTOCOLS["chamfer_deepcad"] + "; mean over valid samples, x10^3"),
+    "chamfer_cad_recode_median_x1e3": ("median", "chamfer_cad_recode", 1e3, PROTOCOLS["chamfer_cad_recode"] + "; median over valid samples, x10^3"),
+    "chamfer_cad_recode_mean_x1e3": ("mean", "chamfer_cad_recode", 1e3, PROTOCOLS["chamfer_cad_recode"] + "; mean over valid samples, x10^3 (as CAD-Recode reports)"),
+    "chamfer_deepcad_paired_median_x1e3": ("median", "chamfer_deepcad_paired", 1e3, PROTOCOLS["chamfer_deepcad_paired"] + "; median over valid samples, x10^3"),
+    "chamfer_cad_recode_paired_median_x1e3": ("median", "chamfer_cad_recode_paired", 1e3, PROTOCOLS["chamfer_cad_recode_paired"] + "; median over valid samples, x10^3"),
+    "iou_mean_pct": ("mean", "iou", 100, PROTOCOLS["iou"] + "; mean over valid samples, percent (as CAD-Recode reports)"),
+    "iou_median_pct": ("median", "iou", 100, PROTOCOLS["iou"] + "; median over valid samples, percent"),
+    "curve_accuracy_pct": ("mean_all", "curve_accuracy", 1, PROTOCOLS["curve_accuracy"] + "; mean over all samples, invalid ones included"),
+    "loop_accuracy_pct": ("mean_all", "loop_accuracy", 1, PROTOCOLS["loop_accuracy"] + "; mean over all samples, invalid ones included"),
+}  # fmt: skip
+"""Aggregate name -> (statistic, per-sample column, factor, protocol written next to the number)."""
+
+
+@dataclass(frozen=True)
+class EvaluationSample:
+    id: str
+    model_id: str
+    record: dict
+    truth_file: Path
+    truth_code: str
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    table: pd.DataFrame
+    """One row per (variant, sample): every score, the failure reason, the answer and its code."""
+    aggregates: dict[str, dict[str, float]]
+    """Variant -> aggregate name -> value (NaN where no sample was valid)."""
+    validation_loss: dict[str, float]
+    gallery: list[tuple[str, str]]
+    """(rank, sample id) of the gallery's rows: best, median and worst of the adapter's samples."""
+    out_dir: Path
+    run_id: str
+    run_url: str
+    adapter_run_id: str | None
+    seconds: dict[str, float]
+
+    @property
+    def variants(self) -> list[str]:
+        return list(self.aggregates)
+
+    def markdown(self) -> str:
+        return aggregates_markdown(self.aggregates)
+
+    @property
+    def gallery_path(self) -> Path:
+        return self.out_dir / GALLERY_FILE
+
+
+def evaluation_samples(partition_dir: Path, corpus_root: Path, limit: int) -> list[EvaluationSample]:
+    """The partition's validation samples, at most `limit` (0: all), taken across models: every model's first view
+    before any model's second, so a small limit still covers many models."""
+    records = read_records(partition_dir / "val.json")
+    manifest = pd.read_parquet(partition_dir / MANIFEST)
+    owner = image_owner(manifest[manifest.selected].id)
+    views_seen: Counter[str] = Counter()
+    ranked = []
+    for position, record in enumerate(records):
+        model_id = owner(record["image"])
+        if model_id is None:
+            raise ValueError(
+                f"{partition_dir / 'val.json'}: record {record['id']} shows {record['image']}, an image of no model in "
+                f"{partition_dir / MANIFEST}; materialize conversations for this scale again"
+            )
+        truth_code = extract_code(question_and_answer(record)[1])
+        if truth_code is None:
+            raise ValueError(f"{partition_dir / 'val.json'}: record {record['id']} has no python block in its answer")
+        sample = EvaluationSample(record["id"], model_id, record, model_path(corpus_root, model_id), truth_code)
+        ranked.append(((views_seen[model_id], position), sample))
+        views_seen[model_id] += 1
+    chosen = [sample for _, sample in sorted(ranked, key=lambda pair: pair[0])]
+    return chosen[:limit] if limit else chosen
+
+
+def evaluate_adapter(
+    adapter_dir: Path,
+    partition_dir: Path,
+    corpus_root: Path,
+    config: EvaluationConfig,
+    executor: Executor,
+    tracking: Tracking,
+    run_name: str,
+    tags: dict[str, str],
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+) -> EvaluationResult:
+    samples = evaluation_samples(partition_dir, corpus_root, config.sample_limit)
+    if not samples:
+        raise ValueError(f"{partition_dir / 'val.json'} has no validation samples to evaluate")
+    variants = [ADAPTER, BASE] if config.baseline else [ADAPTER]
+    answers, losses, seconds = generate(load_adapter(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log)
+    started = time.perf_counter()
+    table = score_answers(samples, answers, executor, config.score_timeout)
+    seconds["scoring"] = time.perf_counter() - started
+    aggregates = aggregate(table)
+    log(f"scored {len(table)} answers in {seconds['scoring']:.1f} s; invalid " + ", ".join(f"{v} {aggregates[v]['invalid_ratio_pct']:.1f}%" for v in variants))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(table, out_dir / SAMPLES_FILE)
+    gallery = gallery_samples(table)
+    atomic_write_bytes(out_dir / GALLERY_FILE, draw_gallery(gallery, samples, answers, executor, config.score_timeout))
+    report = {"aggregates": aggregates, "validation_loss": losses, "protocols": {name: spec[-1] for name, spec in AGGREGATES.items()}, "seconds": seconds}
+    atomic_write_bytes(out_dir / AGGREGATES_FILE, json.dumps(report, indent=1).encode())
+    params = {**config.to_json(), "adapter": str(adapter_dir), "partition_dir": str(partition_dir), "samples": len(samples)}
+    run_id, run_url, adapter_run_id = log_evaluation(tracking, adapter_dir, run_name, tags, params, aggregates, losses, out_dir)
+    return EvaluationResult(table, aggregates, losses, gallery, out_dir, run_id, run_url, adapter_run_id, seconds)
+
+
+def generate(
+    trained: TrainedAdapter, samples: list[EvaluationSample], images: Path, config: EvaluationConfig, variants: list[str], log: Callable[[str], None]
+) -> tuple[dict[str, list[str]], dict[str, float], dict[str, float]]:
+    """Answers of each variant, and the validation loss of both: the base is the same model with its adapter
+    switched off (LoRA layers and the trained connector alike), so it costs no second copy in memory."""
+    answers, losses, seconds = {}, {}, {}
+    model = trained.model
+    for variant in (ADAPTER, BASE):
+        with model.disable_adapter() if variant == BASE else nullcontext():
+            losses[variant] = answer_loss(model, trained.processor, samples, images, trained.config, trained.device, trained.dtype)
+            if variant in variants:
+                started = time.perf_counter()
+                records = [sample.record for sample in samples]
+                answers[variant] = generate_answers(
+                    model, trained.processor, records, images, config.max_new_tokens, config.generation_batch_size, trained.device
+                )
+                seconds[f"generation_{variant}"] = time.perf_counter() - started
+                log(f"{variant}: {len(samples)} answers generated in {seconds[f'generation_{variant}']:.1f} s")
+        log(f"{variant}: validation loss {losses[variant]:.4f} on the evaluated samples")
+    return answers, losses, seconds
+
+
+def draw_gallery(gallery: list[tuple[str, str]], samples: list[EvaluationSample], answers: dict[str, list[str]], executor: Executor, timeout: float) -> bytes:
+    """One row per gallery sample: the truth, then each variant's prediction."""
+    position = {sample.id: index for index, sample in enumerate(samples)}
+    jobs = [
+        DrawJob(str(samples[position[sample_id]].truth_file), tuple(extract_code(texts[position[sample_id]]) for texts in answers.values()))
+        for _, sample_id in gallery
+    ]
+    return gallery_png(map_in_sandboxes(executor, draw_row, jobs, draw_row_failed, timeout, 1))
+
+
+def answer_loss(model, processor, samples: list[EvaluationSample], images: Path, config: TrainConfig, device, dtype) -> float:
+    """Mean cross-entropy per answer token over the samples that fit the training's max_length."""
+    prepared = prepare_samples([sample.record for sample in samples], images, processor, config.max_length)
+    return validation_loss(model, prepared.samples, processor, config, device, dtype, packed=False)
+
+
+def score_answers(samples: list[EvaluationSample], answers: dict[str, list[str]], executor: Executor, timeout: float) -> pd.DataFrame:
+    """Every answer built and scored in a worker's sandbox, so code that hangs or crashes OpenCASCADE costs one sample."""
+    rows, jobs, texts_of = [], [], []
+    for variant, texts in answers.items():
+        for sample, answer in zip(samples, texts, strict=True):
+            code = extract_code(answer)
+            rows.append({"variant": variant, "sample_id": sample.id, "model_id": sample.model_id, "image": sample.record["image"]})
+            jobs.append(ScoreJob(sample.id, str(sample.truth_file), sample.truth_code, code))
+            texts_of.append((answer, code))
+    scores = map_in_sandboxes(executor, score_job, jobs, score_job_failed, timeout, SCORE_CHUNK)
+    return pd.DataFrame(
+        [{**row, **score.metrics(), "answer": answer, "code": code} for row, score, (answer, code) in zip(rows, scores, texts_of)]
+    )
+
+
+def aggregate(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    result = {}
+    for variant, rows in table.groupby("variant", sort=False):
+        valid = rows[rows.valid]
+        values = {}
+        for name, (statistic, column, factor, _) in AGGREGATES.items():
+            if statistic == "count":
+                value = float(len(rows))
+            elif statistic == "invalid":
+                value = 1.0 - len(valid) / len(rows)
+            elif statistic == "mean_all":
+                value = float(rows[column].mean())
+            elif len(valid):
+                series = valid[column].astype(float)
+                value = float(series.median() if statistic == "median" else series.mean())
+            else:
+                value = math.nan
+            values[name] = value * factor
+        result[variant] = values
+    return result
+
+
+def aggregates_markdown(aggregates: dict[str, dict[str, float]]) -> str:
+    variants = list(aggregates)
+    compared = ADAPTER in aggregates and BASE in aggregates
+    header = ["metric", *variants, *(["adapter - base"] if compared else []), "protocol"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, (*_, protocol) in AGGREGATES.items():
+        cells = [_number(aggregates[v][name]) for v in variants]
+        if compared:
+            cells.append(_number(aggregates[ADAPTER][name] - aggregates[BASE][name]) if name != "samples" else "")
+        escaped = protocol.replace("|", r"\|")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {escaped} |")
+    return "\n".join(lines)
+
+
+def gallery_samples(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """Best, median and worst of the adapter's samples: valid ones by IoU, then DeepCAD Chamfer; invalid ones last."""
+    rows = table[table.variant == ADAPTER]
+    ranked = sorted(
+        rows.itertuples(),
+        key=lambda row: (not row.valid, -(row.iou if row.valid else 0.0), row.chamfer_deepcad if row.valid else 0.0, row.sample_id),
+    )
+    picks = {"best": ranked[0], "median": ranked[(len(ranked) - 1) // 2], "worst": ranked[-1]}
+    seen, gallery = set(), []
+    for rank, row in picks.items():
+        if row.sample_id not in seen:
+            seen.add(row.sample_id)
+            gallery.append((rank, row.sample_id))
+    return gallery
+
+
+def log_evaluation(
+    tracking: Tracking, adapter_dir: Path, run_name: str, tags: dict[str, str], params: dict, aggregates: dict, losses: dict, out_dir: Path
+) -> tuple[str, str, str | None]:
+    """A run in the adapter's experiment, nested under the run that trained it (and tagged on it), when that run
+    is in this store; else a run in the configured experiment."""
+    client = tracking.client()
+    adapter_run = _adapter_run(client, adapter_dir)
+    experiment = adapter_run.info.experiment_id if adapter_run else tracking.experiment_id(client)
+    links = {"mlflow.parentRunId": adapter_run.info.run_id, "adapter_run_id": adapter_run.info.run_id} if adapter_run else {}
+    run_id = client.create_run(experiment, run_name=run_name, tags={**tags, **links}).info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{variant}.{name}", value, now, 0) for variant, values in aggregates.items() for name, value in values.items() if math.isfinite(value)]
+    metrics += [Metric(f"{variant}.validation_loss", value, now, 0) for variant, value in losses.items() if math.isfinite(value)]
+    if ADAPTER in aggregates and BASE in aggregates:
+        metrics += [
+            Metric(f"change.{name}", aggregates[ADAPTER][name] - aggregates[BASE][name], now, 0)
+            for name in AGGREGATES
+            if name != "samples" and math.isfinite(aggregates[ADAPTER][name] - aggregates[BASE][name])
+        ]
+    client.log_batch(run_id, metrics=metrics, params=[Param(key, str(value)) for key, value in params.items()])
+    for name in (SAMPLES_FILE, AGGREGATES_FILE, GALLERY_FILE):
+        client.log_artifact(run_id, str(out_dir / name))
+    client.set_terminated(run_id)
+    if adapter_run:
+        client.set_tag(adapter_run.info.run_id, "evaluation_run_id", run_id)
+    return run_id, tracking.run_url(experiment, run_id), adapter_run.info.run_id if adapter_run else None
+
+
+def _adapter_run(client, adapter_dir: Path):
+    record = adapter_dir.parent / RUN_FILE
+    if not record.is_file():
+        return None
+    try:
+        return client.get_run(json.loads(record.read_text())["run_id"])
+    except MlflowException:
+        return None
+
+
+def _number(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:,.0f}" if value == int(value) and abs(value) >= 1 else f"{value:.4g}"

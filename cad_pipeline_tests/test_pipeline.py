@@ -195,8 +195,10 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     import torch
     from mlflow.tracking import MlflowClient
 
-    from cad_pipeline.evaluate.evaluation import answer_loss, evaluation_samples
+    from cad_pipeline.evaluate.evaluation import evaluation_samples
     from cad_pipeline.train.config import TrainConfig
+    from cad_pipeline.train.data import prepare_samples
+    from cad_pipeline.train.loop import validation_loss
     from cad_pipeline.train.model import load_base_model
 
     limit = 4
@@ -240,8 +242,9 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     partition = Path(settings.data_root) / "partitions" / "full"
     config = TrainConfig(base_model=str(partition / "lora_adapter" / "base_model"))
     base = load_base_model(config, torch.device("cpu"), torch.float32, partition, [])
-    samples = evaluation_samples(partition, settings.corpus_path, limit)
-    alone = answer_loss(base.model, base.processor, samples, partition / "images", config, torch.device("cpu"), torch.float32)
+    records = [sample.record for sample in evaluation_samples(partition, settings.corpus_path, limit)]
+    prepared = prepare_samples(records, partition / "images", base.processor, config.max_length).samples
+    alone = validation_loss(base.model, prepared, base.processor, config, torch.device("cpu"), torch.float32, packed=False)
     assert losses["base"] == pytest.approx(alone, rel=1e-5), "the baseline is the base model as it was before training"
 
 

@@ -31,7 +31,6 @@ from cad_pipeline.evaluate.score import PROTOCOLS, ScoreJob, score_job, score_jo
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.parallel import map_in_sandboxes
 from cad_pipeline.render.batch import image_owner
-from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import prepare_samples, question_and_answer, read_records
 from cad_pipeline.train.loop import validation_loss
 from cad_pipeline.train.model import TrainedAdapter, load_adapter
@@ -164,16 +163,18 @@ def evaluate_adapter(
 def generate(
     trained: TrainedAdapter, samples: list[EvaluationSample], images: Path, config: EvaluationConfig, variants: list[str], log: Callable[[str], None]
 ) -> tuple[dict[str, list[str]], dict[str, float], dict[str, float]]:
-    """Answers of each variant, and the validation loss of both: the base is the same model with its adapter
-    switched off (LoRA layers and the trained connector alike), so it costs no second copy in memory."""
+    """Answers of each variant, and the validation loss of both (per answer token, over the samples that fit the
+    training's max_length): the base is the same model with its adapter switched off (LoRA layers and the trained
+    connector alike), so it costs no second copy in memory."""
     answers, losses, seconds = {}, {}, {}
-    model = trained.model
+    model, settings = trained.model, trained.config
+    records = [sample.record for sample in samples]
+    prepared = prepare_samples(records, images, trained.processor, settings.max_length).samples
     for variant in (ADAPTER, BASE):
         with model.disable_adapter() if variant == BASE else nullcontext():
-            losses[variant] = answer_loss(model, trained.processor, samples, images, trained.config, trained.device, trained.dtype)
+            losses[variant] = validation_loss(model, prepared, trained.processor, settings, trained.device, trained.dtype, packed=False)
             if variant in variants:
                 started = time.perf_counter()
-                records = [sample.record for sample in samples]
                 answers[variant] = generate_answers(
                     model, trained.processor, records, images, config.max_new_tokens, config.generation_batch_size, trained.device
                 )
@@ -191,12 +192,6 @@ def draw_gallery(gallery: list[tuple[str, str]], samples: list[EvaluationSample]
         for _, sample_id in gallery
     ]
     return gallery_png(map_in_sandboxes(executor, draw_row, jobs, draw_row_failed, timeout, 1))
-
-
-def answer_loss(model, processor, samples: list[EvaluationSample], images: Path, config: TrainConfig, device, dtype) -> float:
-    """Mean cross-entropy per answer token over the samples that fit the training's max_length."""
-    prepared = prepare_samples([sample.record for sample in samples], images, processor, config.max_length)
-    return validation_loss(model, prepared.samples, processor, config, device, dtype, packed=False)
 
 
 def score_answers(samples: list[EvaluationSample], answers: dict[str, list[str]], executor: Executor, timeout: float) -> pd.DataFrame:

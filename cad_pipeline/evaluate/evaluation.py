@@ -77,8 +77,6 @@ class EvaluationSample:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    table: pd.DataFrame
-    """One row per (variant, sample): every score, the failure reason, the answer and its code."""
     aggregates: dict[str, dict[str, float]]
     """Variant -> aggregate name -> value (NaN where no sample was valid)."""
     validation_loss: dict[str, float]
@@ -157,7 +155,7 @@ def evaluate_adapter(
     atomic_write_bytes(out_dir / AGGREGATES_FILE, json.dumps(report, indent=1).encode())
     params = {**config.to_json(), "adapter": str(adapter_dir), "partition_dir": str(partition_dir), "samples": len(samples)}
     run_id, run_url, adapter_run_id = log_evaluation(tracking, adapter_dir, run_name, tags, params, aggregates, losses, out_dir)
-    return EvaluationResult(table, aggregates, losses, gallery, out_dir, run_id, run_url, adapter_run_id, seconds)
+    return EvaluationResult(aggregates, losses, gallery, out_dir, run_id, run_url, adapter_run_id, seconds)
 
 
 def generate(

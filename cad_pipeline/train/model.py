@@ -90,7 +90,7 @@ def load_adapter(adapter_dir: Path) -> TrainedAdapter:
     dtype = resolve_dtype(config.dtype, device)
     base_config = replace(config, base_model=str(adapter_dir.parent / TINY_BASE_FOLDER)) if config.base_model == "tiny" else config
     base = load_base_model(base_config, device, dtype, adapter_dir.parent, [])
-    model = PeftModel.from_pretrained(base.model, adapter_dir).to(device)
+    model = PeftModel.from_pretrained(base.model, adapter_dir, local_files_only=True).to(device)
     return TrainedAdapter(model.eval(), base.processor, config, device, dtype)
 
 

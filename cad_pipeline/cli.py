@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -428,6 +429,8 @@ def _model_files(path: Path) -> list[Path]:
 
 
 def _materialize(args) -> int:
+    import uuid
+
     import dagster as dg
 
     from cad_pipeline.definitions import load_definitions
@@ -446,25 +449,161 @@ def _materialize(args) -> int:
     training = _train_config(args).to_json()
     plan = {"measure_steps": args.plan_steps, "warmup_steps": args.plan_warmup, "memory_budget_gib": args.memory_budget_gib}
     op_config = {"training_plan": {**training, **plan}, "lora_adapter": training, "evaluation": _evaluation_config(args).to_json()}
+    labels = _step_labels(job, names, args.scale)
+    run_id = str(uuid.uuid4())  # chosen here so the listener can be registered before the run's first event
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.get() as instance, RunProgress(labels, args.scale) as progress:
+        instance.add_event_listener(run_id, progress)
         result = job.execute_in_process(
             instance=instance,
+            run_id=run_id,
             partition_key=args.scale,
             asset_selection=[dg.AssetKey(name) for name in names],
             run_config={
-                "loggers": {"console": {"config": {"log_level": "INFO"}}},
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},  # RunProgress prints the log lines
                 "ops": {name: {"config": config} for name, config in op_config.items() if name in names},
             },
             raise_on_error=False,
         )
-    _print_run_summary(result, time.perf_counter() - started, home)
+    _print_run_summary(result, asset_rows(progress.entries, labels), time.perf_counter() - started, home)
     return 0 if result.success else 1
 
 
-def _print_run_summary(result, seconds: float, home: Path) -> None:
-    """What was made and where to look: one line per asset, then its checks."""
-    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s (Dagster instance: {home})")
+def _step_labels(job, names: list[str], partition: str) -> dict[str, str]:
+    """Each selected asset's step key -> how the summary names it: the asset, with [partition] if it is partitioned."""
+    import dagster as dg
+
+    labels = {}
+    for name in names:
+        key = dg.AssetKey(name)
+        step = str(job.asset_layer.get_op_output_handle(key).node_handle)
+        labels[step] = f"{name}[{partition}]" if job.asset_layer.get(key).partitions_def else name
+    return labels
+
+
+class RunProgress:
+    """Follows a run through its events as the instance stores them: writes each log line (time, step, message)
+    above a bar of finished assets that names the running one and its time so far. Off a terminal the bar is
+    off, so piped output holds only the lines, with no redraws; the step-end lines carry the count instead."""
+
+    STEP_EVENTS_SHOWN = ("STEP_START", "STEP_SUCCESS")  # DEBUG-level in Dagster, yet what a reader follows
+
+    def __init__(self, labels: dict[str, str], scale: str, out=None, bar: bool | None = None):
+        import threading
+
+        from tqdm import tqdm
+
+        self.labels = labels
+        self.entries = []
+        self.finished = 0
+        self._out = out or sys.stderr
+        self._running: tuple[str, float] | None = None  # one step at a time: the executor runs in process
+        self._bar = tqdm(
+            total=len(labels), desc=scale, file=self._out, disable=None if bar is None else not bar,
+            bar_format="{desc}: {n_fmt}/{total_fmt} assets |{bar:24}| {elapsed}{postfix}",
+        )  # fmt: skip
+        self._stopped = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+
+    def __enter__(self) -> RunProgress:
+        if not self._bar.disable:
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stopped.set()
+        if self._ticker.is_alive():
+            self._ticker.join()
+        self._bar.close()
+
+    def __call__(self, entry) -> None:
+        import logging
+
+        from tqdm import tqdm
+
+        self.entries.append(entry)
+        event = entry.dagster_event
+        kind = event.event_type_value if event else None
+        if entry.level < logging.INFO and kind not in self.STEP_EVENTS_SHOWN:
+            return
+        message = entry.user_message
+        if kind == "STEP_START" and entry.step_key in self.labels:
+            self._running = (self.labels[entry.step_key], entry.timestamp)
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and entry.step_key in self.labels:
+            self._running = None
+            self.finished += 1
+            message += f" ({self.finished}/{len(self.labels)} assets done)"
+        if kind == "STEP_FAILURE":
+            message += "\n" + textwrap.indent(_failure_reason(event.step_failure_data, with_stack=True), "    ")
+        clock = time.strftime("%H:%M:%S", time.localtime(entry.timestamp))
+        tqdm.write(f"{clock} {entry.step_key or 'run'}: {message}", file=self._out)
+        self._redraw()
+
+    def _redraw(self) -> None:
+        self._bar.n = self.finished
+        running = self._running
+        if running:
+            label, since = running
+            self._bar.set_postfix_str(f"{label} running for {self._bar.format_interval(time.time() - since)}")
+        else:
+            self._bar.set_postfix_str("")
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(1.0):
+            self._redraw()
+
+
+def _failure_reason(failure, with_stack: bool = False) -> str:
+    """Why a step failed: a dg.Failure's description, else the exception Dagster wrapped (with its stack if asked)."""
+    if failure.user_failure_data and failure.user_failure_data.description:
+        return failure.user_failure_data.description
+    error = failure.error
+    while error and error.cause:
+        error = error.cause
+    if not error:
+        return ""
+    return error.to_string().strip() if with_stack else error.message.strip()
+
+
+def asset_rows(entries, labels: dict[str, str]) -> list[tuple]:
+    """One row per selected asset (labels: step key -> name): outcome, seconds from its step's start to its end
+    event, checks passed/total with the failed ones named. A step that started and did not succeed failed; one
+    that never started was skipped, because an upstream step failed or a blocking check did."""
+    started, ended, succeeded, checks = {}, {}, set(), {}
+    for entry in entries:
+        event = entry.dagster_event
+        if event is None or entry.step_key not in labels:
+            continue
+        if event.is_step_start:
+            started[entry.step_key] = entry.timestamp
+        elif event.is_step_success or event.is_step_failure:
+            ended[entry.step_key] = entry.timestamp
+            if event.is_step_success:
+                succeeded.add(entry.step_key)
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            checks.setdefault(entry.step_key, []).append(event.asset_check_evaluation_data)
+    rows = []
+    for step, label in labels.items():
+        outcome = "materialized" if step in succeeded else "failed" if step in started else "skipped"
+        seconds = ended[step] - started[step] if step in started and step in ended else None
+        rows.append((label, outcome, seconds, _checks_cell(checks.get(step, []))))
+    return rows
+
+
+def _checks_cell(evaluations) -> str | None:
+    if not evaluations:
+        return None
+    failed = [evaluation.check_name for evaluation in evaluations if not evaluation.passed]
+    return f"{len(evaluations) - len(failed)}/{len(evaluations)}" + (f" (failed: {', '.join(failed)})" if failed else "")
+
+
+def _print_run_summary(result, rows: list[tuple], seconds: float, home: Path) -> None:
+    """What was made and where to look: a table of the selected assets, then each materialization's numbers and paths."""
+    from tabulate import tabulate
+
+    print(f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {seconds:.1f} s (Dagster instance: {home})\n")
+    print(tabulate(rows, headers=("asset", "outcome", "seconds", "checks"), floatfmt=".2f", missingval="-"))
+    print()
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         numbers = {k: v.value for k, v in materialization.metadata.items() if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)}
@@ -473,11 +612,9 @@ def _print_run_summary(result, seconds: float, home: Path) -> None:
         print(f"  {materialization.asset_key.to_user_string()}{partition}: " + ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in numbers.items()))
         for path in paths:
             print(f"      -> {path}")
-    for evaluation in result.get_asset_check_evaluations():
-        print(f"  check {evaluation.asset_key.to_user_string()}.{evaluation.check_name}: {'passed' if evaluation.passed else 'FAILED'}")
     for event in result.all_events:
         if event.is_step_failure:
-            print(f"  step {event.step_key} failed: {event.step_failure_data.error.message.strip() if event.step_failure_data.error else ''}")
+            print(f"  step {event.step_key} failed: {_failure_reason(event.step_failure_data)}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def _graph() -> dict:
             "kinds": sorted(node.kinds),
             "owners": sorted(node.owners),
             "checks": sorted(check.name for check in graph.get_check_keys_for_assets({key})),
+            "blocking_checks": sorted(check.name for check in graph.get_check_keys_for_assets({key}) if graph.get_check_spec(check).blocking),
             "pools": sorted(node.pools or []),
             "has_description": bool(node.description),
         }

@@ -1,12 +1,19 @@
 """The `cad-pipeline` command as a user runs it: output, exit codes and files."""
 
+import io
 import json
+import os
+import re
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from cad_pipeline.cli import RunProgress, asset_rows
 from cad_pipeline_tests.conftest import REAL_SAMPLES
 
 CLI = str(Path(sys.executable).with_name("cad-pipeline"))
@@ -128,3 +135,112 @@ def test_score_prints_every_metric_with_its_protocol_for_one_pair(tmp_path):
     rejected = json.loads(_run("score", "--truth", truth, "--code", hostile, "--json", cwd=tmp_path).stdout)
     assert not rejected["valid"] and rejected["failure"].startswith("code_rejected") and not (tmp_path / "pwned").exists()
     assert _run("score", "--truth", tmp_path / "missing.json", "--code", hostile).returncode == 2
+
+
+@pytest.fixture(scope="module")
+def small_pipeline(tmp_path_factory) -> dict:
+    """The environment of a data folder with its own Dagster instance and a 30-model corpus: scale 10 fits, 1k does not."""
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "home").mkdir()
+    assert _run("sample", "--out", root / "deepcad", "--models", 30, "--seed", 3).returncode == 0
+    return {**os.environ, "CAD_PIPELINE_DATA": str(root), "CAD_PIPELINE_SCALES": "10,1k,full", "DAGSTER_HOME": str(root / "home")}
+
+
+def _summary_rows(stdout: str) -> dict[str, list[str]]:
+    """The summary table of `materialize`: asset -> [outcome, seconds, checks]."""
+    lines = stdout.splitlines()
+    header = next(index for index, line in enumerate(lines) if line.split() == ["asset", "outcome", "seconds", "checks"])
+    rows = {}
+    for line in lines[header + 2 :]:
+        if not line:
+            return rows
+        asset, *cells = line.split(maxsplit=3)
+        rows[asset] = cells
+    return rows
+
+
+def _log_lines(output: str) -> list[str]:
+    """The run's log lines without their time of day."""
+    return [line[9:] for line in output.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+
+
+def test_materialize_logs_each_step_then_tabulates_the_selected_assets(small_pipeline):
+    result = _run("materialize", "--scale", "10", "--select", "deepcad_corpus,cad_subset", env=small_pipeline)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.match(r"\nrun [0-9a-f-]{36} succeeded in [\d.]+ s \(Dagster instance: .*/home\)\n", result.stdout)
+    rows = _summary_rows(result.stdout)
+    assert list(rows) == ["deepcad_corpus", "cad_subset[10]"]
+    assert [outcome for outcome, _, _ in rows.values()] == ["materialized", "materialized"]
+    assert all(float(seconds) > 0 for _, seconds, _ in rows.values())
+    assert rows["cad_subset[10]"][2] == "3/3" and rows["deepcad_corpus"][2] == "-"
+    assert "\n  cad_subset[10]: train_models=10, validation_models=1," in result.stdout
+    assert "\n      -> " + small_pipeline["CAD_PIPELINE_DATA"] + "/partitions/10/manifest.parquet\n" in result.stdout
+    lines = _log_lines(result.stderr)
+    steps_in_order = [
+        'deepcad_corpus: Started execution of step "deepcad_corpus".',
+        "deepcad_corpus: corpus at ",
+        'deepcad_corpus: Finished execution of step "deepcad_corpus"',
+        'cad_subset: Started execution of step "cad_subset".',
+        "cad_subset: 10: 10 train + 1 validation models",
+        'cad_subset: Finished execution of step "cad_subset"',
+    ]
+    found = [next(index for index, line in enumerate(lines) if line.startswith(start)) for start in steps_in_order]
+    assert found == sorted(found)
+    assert "30 files" in lines[found[1]]
+    assert lines[found[2]].endswith(" (1/2 assets done)") and lines[found[5]].endswith(" (2/2 assets done)")
+    assert "\r" not in result.stderr, "piped output has no progress bar to redraw"
+    assert " - dagster - " not in result.stderr, "Dagster's console logger is silenced: each line appears once"
+
+
+def test_materialize_failure_exits_1_and_shows_the_downstream_asset_as_skipped(small_pipeline):
+    result = _run("materialize", "--scale", "1k", "--select", "cad_subset,rendered_views", env=small_pipeline)
+    assert result.returncode == 1
+    assert result.stdout.startswith("\nrun ") and " FAILED in " in result.stdout.splitlines()[1]
+    rows = _summary_rows(result.stdout)
+    assert rows["cad_subset[1k]"][0] == "failed" and float(rows["cad_subset[1k]"][1]) > 0
+    assert rows["rendered_views[1k]"] == ["skipped", "-", "-"]
+    assert "\n  step cad_subset failed: scale 1k: this scale needs 1,000 train models but the corpus" in result.stdout
+    lines = _log_lines(result.stderr)
+    assert 'cad_subset: Execution of step "cad_subset" failed. (1/2 assets done)' in lines
+    assert "    scale 1k: this scale needs 1,000 train models" in result.stderr
+    assert any(line.startswith("rendered_views: Dependencies for step rendered_views failed") for line in lines)
+
+
+def _three_assets_one_failing_a_blocking_check() -> dg.JobDefinition:
+    @dg.asset(check_specs=[dg.AssetCheckSpec("positive", asset="measured", blocking=True), dg.AssetCheckSpec("small", asset="measured")])
+    def measured(context: dg.AssetExecutionContext):
+        context.log.info("measuring")
+        time.sleep(2.1)  # long enough for the bar to show it running for a whole second
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name="positive", passed=False), dg.AssetCheckResult(check_name="small", passed=True)])
+
+    @dg.asset(deps=[measured])
+    def downstream():
+        pass
+
+    @dg.asset(check_specs=[dg.AssetCheckSpec("present", asset="independent")])
+    def independent():
+        return dg.MaterializeResult(check_results=[dg.AssetCheckResult(check_name="present", passed=True)])
+
+    return dg.Definitions(assets=[measured, downstream, independent]).resolve_implicit_global_asset_job_def()
+
+
+def test_run_progress_follows_the_run_and_its_events_make_the_summary_rows():
+    labels = {"measured": "measured", "downstream": "downstream", "independent": "independent"}
+    run_id, out = str(uuid.uuid4()), io.StringIO()
+    with dg.DagsterInstance.ephemeral() as instance, RunProgress(labels, "toy", out=out, bar=True) as progress:
+        instance.add_event_listener(run_id, progress)
+        result = _three_assets_one_failing_a_blocking_check().execute_in_process(instance=instance, run_id=run_id, raise_on_error=False)
+    assert not result.success and progress.finished == 2
+    rows = {label: cells for label, *cells in asset_rows(progress.entries, labels)}
+    assert rows["measured"][0] == "failed" and 2.1 <= rows["measured"][1] < 10 and rows["measured"][2] == "1/2 (failed: positive)"
+    assert rows["downstream"] == ["skipped", None, None]
+    assert rows["independent"][0] == "materialized" and 0 < rows["independent"][1] < 2 and rows["independent"][2] == "1/1"
+    written = out.getvalue()
+    assert "measured running for 00:01" in written
+    shown = [line.rsplit("\r", 1)[-1] for line in written.split("\n")]  # each line as a terminal leaves it
+    lines = _log_lines("\n".join(shown))
+    failed = next(index for index, line in enumerate(lines) if re.fullmatch(r'measured: Execution of step "measured" failed\. \([12]/3 assets done\)', line))
+    assert lines.index("measured: measuring") < failed
+    assert "downstream: Dependencies for step downstream failed: ['measured']. Not executing." in lines
+    assert any(line.startswith("    dagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed") for line in shown)
+    assert shown[-2].startswith("toy: 2/3 assets |") and shown[-1] == "", "the bar stays, at two of three steps ended"

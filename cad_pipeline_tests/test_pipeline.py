@@ -17,6 +17,7 @@ from PIL import Image
 from cad_pipeline.cad.build import build_solid
 from cad_pipeline.cad.measure import measure
 from cad_pipeline.cad.openecad.interpreter import interpret
+from cad_pipeline.dataset.corpus import corpus_fingerprint
 from cad_pipeline.defs.conversations import ConversationConfig, conversations
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.evaluation import evaluation
@@ -44,8 +45,12 @@ def mlflow_settings(tmp_path_factory) -> MlflowSettings:
 def test_corpus_is_generated_on_first_use_and_described(settings):
     result = dg.materialize([deepcad_corpus], resources={"settings": settings})
     assert result.success
-    metadata = result.asset_materializations_for_node("deepcad_corpus")[0].metadata
+    materialization = result.asset_materializations_for_node("deepcad_corpus")[0]
+    metadata = materialization.metadata
     assert metadata["generated_sample_corpus"].value is True
+    fingerprint = corpus_fingerprint(settings.corpus_path)
+    assert fingerprint.files == SAMPLE_MODELS + 1
+    assert materialization.tags["dagster/data_version"] == metadata["fingerprint"].value == fingerprint.digest
     assert metadata["files_on_disk"].value == SAMPLE_MODELS
     sizes = [metadata[split].value for split in ("train", "validation", "test")]
     assert sum(sizes) == SAMPLE_MODELS and min(sizes) >= 1
@@ -303,7 +308,7 @@ def test_headless_materialize_of_two_scales_keeps_them_nested(tmp_path):
     for scale in ("10", "20"):
         result = subprocess.run([CLI, "materialize", "--scale", scale, "--select", DATA_ASSETS], env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "check cad_subset.nested_in_smaller_scales: passed" in result.stdout
+        assert re.search(rf"^cad_subset\[{scale}\] +materialized +[\d.]+ +3/3 *$", result.stdout, re.M), "all three checks, nesting among them, passed"
         assert f"partitions/{scale}/manifest.parquet" in result.stdout
         reused = int(result.stdout.split("models_reused=")[1].split(",")[0])
         assert reused == 0 if scale == "10" else reused >= len(small_examined)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +13,8 @@ from cad_pipeline.cad.sample_corpus import write_corpus
 
 SPLIT_FILE = "train_val_test_split.json"
 SPLITS = ("train", "validation", "test")
+MODELS_DIR = "cad_json"
+FINGERPRINT_HEX = 16
 DOWNLOAD_HINT = (
     "To use the real DeepCAD corpus, download and unpack DeepCAD's data.tar and point the pipeline at the folder "
     "that holds cad_json/ and train_val_test_split.json (environment variable CAD_PIPELINE_CORPUS, or the "
@@ -52,7 +56,7 @@ class Corpus:
 
     def describe(self) -> dict:
         """Counts a user checks first: files on disk, split sizes, and split ids without a file."""
-        on_disk = sum(1 for _ in (self.root / "cad_json").glob("*/*.json"))
+        on_disk = sum(1 for _ in (self.root / MODELS_DIR).glob("*/*.json"))
         missing = {split: sum(1 for i in ids if not self.path_of(i).is_file()) for split, ids in self.splits.items()}
         return {
             "root": str(self.root),
@@ -64,7 +68,52 @@ class Corpus:
 
 def model_path(root: Path, model_id: str) -> Path:
     """File of an id as the split file writes it (`<bucket>/<id>`)."""
-    return Path(root) / "cad_json" / f"{model_id}.json"
+    return Path(root) / MODELS_DIR / f"{model_id}.json"
+
+
+@dataclass(frozen=True)
+class CorpusFingerprint:
+    files: int
+    bytes: int
+    digest: str
+    """Short hex sha256 of every file's relative path, size and mtime: equal digests mean an unchanged corpus."""
+
+
+def corpus_fingerprint(root: str | Path) -> CorpusFingerprint:
+    """Identify the corpus by its file listing, without reading a file, so a check every few minutes stays cheap.
+
+    Covers the split file and every `cad_json/<bucket>/*.json`; other files in the folder do not count.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"{root} does not exist, so there is no corpus to fingerprint yet. {DOWNLOAD_HINT}")
+    listing = sorted(_corpus_files(root))
+    digest = hashlib.sha256()
+    for relative, size, mtime_ns in listing:
+        digest.update(f"{relative}\t{size}\t{mtime_ns}\n".encode())
+    return CorpusFingerprint(
+        files=len(listing), bytes=sum(size for _, size, _ in listing), digest=digest.hexdigest()[:FINGERPRINT_HEX]
+    )
+
+
+def _corpus_files(root: Path):
+    """(relative path, size, mtime_ns) of the split file and every model file; os.scandir keeps 178k files fast."""
+    split = root / SPLIT_FILE
+    if split.is_file():
+        stat = split.stat()
+        yield SPLIT_FILE, stat.st_size, stat.st_mtime_ns
+    models = root / MODELS_DIR
+    if not models.is_dir():
+        return
+    with os.scandir(models) as buckets:
+        for bucket in buckets:
+            if not bucket.is_dir():
+                continue
+            with os.scandir(bucket.path) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".json") and entry.is_file():
+                        stat = entry.stat()
+                        yield f"{MODELS_DIR}/{bucket.name}/{entry.name}", stat.st_size, stat.st_mtime_ns
 
 
 def open_or_generate(root: Path, generate_if_missing: bool, sample_models: int, sample_seed: int) -> tuple[Corpus, bool]:

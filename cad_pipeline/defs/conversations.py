@@ -28,6 +28,9 @@ CHECKS = {
     "no_split_leak": "No model has samples in both train.json and val.json.",
     "answers_not_empty": "Every answer holds code.",
 }
+BLOCKING = {"format_valid", "images_present", "no_split_leak", "answers_not_empty"}
+"""Failures that would make training read broken or leaking data, so a run that includes training stops there.
+A model that fails the round trip is left out of the data, so that check only reports."""
 
 
 class ConversationConfig(dg.Config):
@@ -45,7 +48,7 @@ class ConversationConfig(dg.Config):
     owners=OWNERS,
     partitions_def=scale_partitions,
     deps=[rendered_views],
-    check_specs=[dg.AssetCheckSpec(name, asset="conversations", description=text) for name, text in CHECKS.items()],
+    check_specs=[dg.AssetCheckSpec(name, asset="conversations", description=text, blocking=name in BLOCKING) for name, text in CHECKS.items()],
     description=(
         "TinyLLaVA Factory fine-tuning data: train.json and val.json with one conversation per rendered image, "
         "the answer being complete OpenECAD v2 code that rebuilds the model (checked by reading it back through the "

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from cad_pipeline.dataset.corpus import Corpus, CorpusError, open_or_generate
+from cad_pipeline.dataset.corpus import Corpus, CorpusError, corpus_fingerprint, open_or_generate
 from cad_pipeline.dataset.scales import scale_size, validation_target
 from cad_pipeline.dataset.subset import MANIFEST, ScaleTooLarge, SubsetResult, select_subset, write_manifest
 from cad_pipeline.defs.partitions import scale_partitions
@@ -20,15 +20,21 @@ OWNERS = ["team:cad-data"]
     owners=OWNERS,
     description=(
         "The DeepCAD-format corpus (cad_json/<bucket>/<id>.json + train_val_test_split.json). When the default "
-        "folder is missing, a generated sample corpus big enough for the smallest scale is written there first."
+        "folder is missing, a generated sample corpus big enough for the smallest scale is written there first. "
+        "Its data version is a fingerprint of the files' paths, sizes and mtimes, which the corpus_changes sensor "
+        "compares with the folder to re-materialize it after the corpus changed."
     ),
 )
 def deepcad_corpus(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     started = time.perf_counter()
     corpus, generated = _open_corpus(settings)
     facts = corpus.describe()
-    context.log.info(f"corpus at {corpus.root}: {facts['files_on_disk']:,} files, splits {facts['split_sizes']}")
+    fingerprint = corpus_fingerprint(corpus.root)
+    context.log.info(
+        f"corpus at {corpus.root}: {facts['files_on_disk']:,} files, splits {facts['split_sizes']}, fingerprint {fingerprint.digest}"
+    )
     return dg.MaterializeResult(
+        data_version=dg.DataVersion(fingerprint.digest),
         metadata={
             "path": dg.MetadataValue.path(str(corpus.root.resolve())),
             "files_on_disk": facts["files_on_disk"],
@@ -37,8 +43,9 @@ def deepcad_corpus(context: dg.AssetExecutionContext, settings: PipelineSettings
             "test": facts["split_sizes"]["test"],
             "split_ids_without_file": sum(facts["missing_files"].values()),
             "generated_sample_corpus": generated,
+            "fingerprint": fingerprint.digest,
             "seconds": round(time.perf_counter() - started, 2),
-        }
+        },
     )
 
 
@@ -50,7 +57,7 @@ def deepcad_corpus(context: dg.AssetExecutionContext, settings: PipelineSettings
     deps=[deepcad_corpus],
     check_specs=[
         dg.AssetCheckSpec("subset_size", asset="cad_subset", description="N train models and min(N/10, available) validation models, all buildable."),
-        dg.AssetCheckSpec("no_split_leak", asset="cad_subset", description="No model is in both train and validation."),
+        dg.AssetCheckSpec("no_split_leak", asset="cad_subset", description="No model is in both train and validation.", blocking=True),
         dg.AssetCheckSpec("nested_in_smaller_scales", asset="cad_subset", description="Every smaller scale on disk is a prefix of this one."),
     ],
     description=(

@@ -24,6 +24,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 DAGSTER_PORT ?= 3000
 MLFLOW_PORT ?= 5000
+export CAD_PIPELINE_MLFLOW_UI ?= http://localhost:$(MLFLOW_PORT)
 MLFLOW_UI = $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CAD_PIPELINE_DATA)/mlflow/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 # The demo trains the tiny model for a bounded number of steps and evaluates it on part of the validation

@@ -71,4 +71,5 @@ def settings_from_environment() -> PipelineSettings:
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"settings": settings_from_environment(), "mlflow": MlflowSettings()})
+    mlflow = MlflowSettings(ui_url=os.environ.get("CAD_PIPELINE_MLFLOW_UI", MlflowSettings.model_fields["ui_url"].default))
+    return dg.Definitions(resources={"settings": settings_from_environment(), "mlflow": mlflow})

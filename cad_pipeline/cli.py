@@ -437,12 +437,14 @@ def _materialize(args) -> int:
 
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(os.environ.get("CAD_PIPELINE_DATA", "data")).resolve() / "dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
-    job = load_definitions().resolve_implicit_global_asset_job_def()
-    known = sorted(key.to_user_string() for key in job.asset_layer.executable_asset_keys)
-    names = known if args.select == "*" else [name.strip() for name in args.select.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(known))
+    definitions = load_definitions()
+    job = definitions.resolve_implicit_global_asset_job_def()
+    known = [key.to_user_string() for key in definitions.resolve_asset_graph().toposorted_asset_keys]  # pipeline order
+    selected = known if args.select == "*" else [name.strip() for name in args.select.split(",") if name.strip()]
+    unknown = sorted(set(selected) - set(known))
     if unknown:
         raise UsageError(f"unknown assets {', '.join(unknown)}; known assets: {', '.join(known)}")
+    names = [name for name in known if name in selected]
     scales = job.partitions_def.get_partition_keys() if job.partitions_def else []
     if args.scale not in scales:
         raise UsageError(f"unknown scale {args.scale!r}; configured scales: {', '.join(scales)} (set CAD_PIPELINE_SCALES to change them)")

@@ -10,9 +10,7 @@ from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.defs.training import ADAPTER_FOLDER, lora_adapter
 from cad_pipeline.evaluate.config import EvaluationConfig
-from cad_pipeline.evaluate.evaluation import ADAPTER, BASE, EVALUATION_FOLDER, SAMPLES_FILE, evaluate_adapter
 from cad_pipeline.options import from_values
-from cad_pipeline.train.run import ADAPTER_NAME
 
 HEADLINE = ("invalid_ratio_pct", "command_accuracy_pct", "parameter_accuracy_pct", "chamfer_deepcad_median_x1e3", "chamfer_cad_recode_mean_x1e3", "iou_mean_pct")
 
@@ -44,6 +42,9 @@ EvaluationSettings = config_class(
     ),
 )
 def evaluation(context: dg.AssetExecutionContext, config: EvaluationSettings, settings: PipelineSettings, mlflow: MlflowSettings) -> dg.MaterializeResult:
+    from cad_pipeline.evaluate.evaluation import ADAPTER, EVALUATION_FOLDER, SAMPLES_FILE, evaluate_adapter  # torch and mlflow load only when the asset runs
+    from cad_pipeline.train.run import ADAPTER_NAME
+
     scale = context.partition_key
     folder = settings.partition_dir(scale)
     options = from_values(EvaluationConfig, config)
@@ -79,6 +80,8 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationSettings, se
 
 
 def _beats_base(losses: dict[str, float]) -> dg.AssetCheckResult:
+    from cad_pipeline.evaluate.evaluation import ADAPTER, BASE
+
     return dg.AssetCheckResult(
         check_name="adapter_beats_base",
         passed=bool(losses[ADAPTER] < losses[BASE]),

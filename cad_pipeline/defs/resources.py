@@ -4,7 +4,6 @@ from pathlib import Path
 import dagster as dg
 
 from cad_pipeline.parallel import per_model_executor
-from cad_pipeline.train.tracking import Tracking, local_tracking
 
 
 class PipelineSettings(dg.ConfigurableResource):
@@ -55,7 +54,9 @@ class MlflowSettings(dg.ConfigurableResource):
     ui_url: str = "http://localhost:5000"
     """Where `mlflow ui` serves the store (make ui starts it), for the links in asset metadata."""
 
-    def tracking(self, settings: PipelineSettings) -> Tracking:
+    def tracking(self, settings: PipelineSettings):
+        from cad_pipeline.train.tracking import local_tracking  # mlflow loads only in the steps that track
+
         folder = Path(self.tracking_dir) if self.tracking_dir else Path(settings.data_root) / "mlflow"
         return local_tracking(folder, self.experiment, self.ui_url)
 

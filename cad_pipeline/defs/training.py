@@ -1,4 +1,8 @@
-"""Training: a plan measured on the configured model, then the LoRA adapter; each materialization is one MLflow run."""
+"""Training: a plan measured on the configured model, then the LoRA adapter; each materialization is one MLflow run.
+
+torch, transformers and peft are imported inside the assets, so the code server, sensors and data steps, which load
+this module too, start in seconds.
+"""
 
 import base64
 import json
@@ -13,8 +17,6 @@ from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.options import from_values
 from cad_pipeline.train.config import TrainConfig
-from cad_pipeline.train.plan import plan_partition
-from cad_pipeline.train.run import run_training
 
 TRAINING_OWNERS = ["team:cad-training"]
 PLAN_FILE = "training_plan.json"
@@ -45,6 +47,8 @@ class PlanConfig(TrainingConfig):
     ),
 )
 def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, settings: PipelineSettings) -> dg.MaterializeResult:
+    from cad_pipeline.train.plan import plan_partition
+
     scale = context.partition_key
     folder = settings.partition_dir(scale)
     options = from_values(TrainConfig, config)
@@ -89,6 +93,8 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     ),
 )
 def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, settings: PipelineSettings, mlflow: MlflowSettings) -> dg.MaterializeResult:
+    from cad_pipeline.train.run import run_training
+
     scale = context.partition_key
     folder = settings.partition_dir(scale)
     tags = {"dagster_run_id": context.run.run_id, "partition": scale, "asset": "lora_adapter"}

@@ -9,7 +9,7 @@ import pytest
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
 from cad_pipeline.cad.sample_corpus import write_corpus
-from cad_pipeline.dataset.corpus import SPLIT_FILE, CorpusError, corpus_fingerprint
+from cad_pipeline.dataset.corpus import SPLIT_FILE, Corpus, CorpusError, corpus_fingerprint
 from cad_pipeline.definitions import load_definitions
 from cad_pipeline.defs.automation import corpus_changes, keys_to_materialize, nightly_scales
 from cad_pipeline.defs.data import deepcad_corpus
@@ -66,6 +66,19 @@ def test_fingerprint_ignores_files_that_are_not_the_corpus(corpus):
     (corpus / "renders" / "0000").mkdir(parents=True)
     (corpus / "renders" / "0000" / "00000000.json").write_text("{}")
     assert corpus_fingerprint(corpus) == before
+
+
+def test_describe_counts_files_and_missing_split_ids_from_the_same_scan_as_the_fingerprint(corpus):
+    opened = Corpus.open(corpus)
+    removed = _first_model(corpus)
+    removed_id = f"{removed.parent.name}/{removed.stem}"
+    removed.unlink()
+    facts = opened.describe()
+    listed = sum(facts["split_sizes"].values())
+    assert facts["files_on_disk"] == listed - 1 == len(list(corpus.glob("cad_json/*/*.json")))
+    split_of_removed = next(split for split, ids in opened.splits.items() if removed_id in ids)
+    assert facts["missing_files"] == {split: int(split == split_of_removed) for split in opened.splits}
+    assert facts["fingerprint"] == corpus_fingerprint(corpus)
 
 
 def test_fingerprint_of_a_missing_folder_says_where_to_point_the_pipeline(tmp_path):

@@ -55,14 +55,16 @@ class Corpus:
         return model_path(self.root, model_id)
 
     def describe(self) -> dict:
-        """Counts a user checks first: files on disk, split sizes, and split ids without a file."""
-        on_disk = sum(1 for _ in (self.root / MODELS_DIR).glob("*/*.json"))
-        missing = {split: sum(1 for i in ids if not self.path_of(i).is_file()) for split, ids in self.splits.items()}
+        """Counts a user checks first (files on disk, split sizes, split ids without a file) and the corpus's
+        fingerprint, all from one scan of the folder: DeepCAD has 178k files."""
+        listing = sorted(_corpus_files(self.root))
+        on_disk = {relative[len(MODELS_DIR) + 1 : -len(".json")] for relative, _, _ in listing if relative != SPLIT_FILE}
         return {
             "root": str(self.root),
-            "files_on_disk": on_disk,
+            "files_on_disk": len(on_disk),
             "split_sizes": {split: len(ids) for split, ids in self.splits.items()},
-            "missing_files": missing,
+            "missing_files": {split: sum(1 for i in ids if i not in on_disk) for split, ids in self.splits.items()},
+            "fingerprint": _fingerprint(listing),
         }
 
 
@@ -87,7 +89,10 @@ def corpus_fingerprint(root: str | Path) -> CorpusFingerprint:
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"{root} does not exist, so there is no corpus to fingerprint yet. {DOWNLOAD_HINT}")
-    listing = sorted(_corpus_files(root))
+    return _fingerprint(sorted(_corpus_files(root)))
+
+
+def _fingerprint(listing: list[tuple[str, int, int]]) -> CorpusFingerprint:
     digest = hashlib.sha256()
     for relative, size, mtime_ns in listing:
         digest.update(f"{relative}\t{size}\t{mtime_ns}\n".encode())

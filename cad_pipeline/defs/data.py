@@ -5,7 +5,7 @@ import time
 import dagster as dg
 import pandas as pd
 
-from cad_pipeline.dataset.corpus import Corpus, CorpusError, corpus_fingerprint, open_or_generate
+from cad_pipeline.dataset.corpus import Corpus, CorpusError, open_or_generate
 from cad_pipeline.dataset.scales import scale_size, validation_target
 from cad_pipeline.dataset.subset import MANIFEST, ScaleTooLarge, SubsetResult, select_subset, write_manifest
 from cad_pipeline.defs.partitions import scale_partitions
@@ -29,7 +29,7 @@ def deepcad_corpus(context: dg.AssetExecutionContext, settings: PipelineSettings
     started = time.perf_counter()
     corpus, generated = _open_corpus(settings)
     facts = corpus.describe()
-    fingerprint = corpus_fingerprint(corpus.root)
+    fingerprint = facts["fingerprint"]
     context.log.info(
         f"corpus at {corpus.root}: {facts['files_on_disk']:,} files, splits {facts['split_sizes']}, fingerprint {fingerprint.digest}"
     )

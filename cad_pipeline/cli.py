@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_options(bench_plan)
     bench_plan.set_defaults(handler=_bench_plan)
 
-    train = commands.add_parser("train", help="fine-tune a LoRA adapter on a partition's conversations, tracked in MLflow")
+    train = commands.add_parser("train", help="fine-tune the base model (LoRA or full) on a partition's conversations, tracked in MLflow")
     _add_partition_argument(train)
     _add_train_options(train)
     train.set_defaults(handler=_train)
@@ -112,9 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     estimate.set_defaults(handler=_estimate)
 
     evaluate = commands.add_parser(
-        "evaluate", help="generate code for a partition's validation pictures with a trained adapter (and its base model) and score it"
+        "evaluate", help="generate code for a partition's validation pictures with a trained model (and its base model) and score it"
     )
-    evaluate.add_argument("--adapter", type=Path, required=True, help="a trained adapter folder (<partition>/lora_adapter/adapter)")
+    evaluate.add_argument("--adapter", type=Path, required=True, help="a trained model's folder, LoRA or full (<partition>/lora_adapter/adapter)")
     _add_partition_argument(evaluate)
     evaluate.add_argument("--out", type=Path, help="folder for samples.parquet, aggregates.json and gallery.png (default: <partition>/evaluation)")
     _add_evaluation_options(evaluate)
@@ -199,7 +199,9 @@ def _train(args) -> int:
     run = run_training(_train_config(args), folder, folder / "lora_adapter", tracking, f"train {folder.name}", {"partition": folder.name, "source": "cli"})
     before, after = run.validation_before_and_after
     print(f"{len(run.state.steps)} steps in {run.seconds:.1f} s ({run.seconds_per_step:.2f} s/step), validation loss {before:.4f} -> {after:.4f}")
-    print(f"adapter: {run.adapter}")
+    print(f"trained: {run.params['trained_parts']}")
+    saved = run.saved_validation
+    print(f"saved ({run.params['train_mode_resolved']}, weights of step {saved.step}, epoch {saved.epoch:.3g}): {run.adapter}")
     print(f"MLflow run: {run.run_url} (start the UI with: {_mlflow_ui_command(tracking)})")
     return 0
 
@@ -226,10 +228,11 @@ def _evaluate(args) -> int:
     from cad_pipeline.defs.resources import MlflowSettings, settings_from_environment
     from cad_pipeline.evaluate.evaluation import EVALUATION_FOLDER, SAMPLES_FILE, evaluate_adapter
     from cad_pipeline.parallel import process_pool
+    from cad_pipeline.train.model import TRAIN_CONFIG_FILE
 
     folder = _partition_dir(args)
-    if not (args.adapter / "adapter_config.json").is_file():
-        raise UsageError(f"{args.adapter} is not an adapter folder (no adapter_config.json); train one with `cad-pipeline train`")
+    if not (args.adapter / TRAIN_CONFIG_FILE).is_file():
+        raise UsageError(f"{args.adapter} is not a trained model's folder (no {TRAIN_CONFIG_FILE}); train one with `cad-pipeline train`")
     settings = settings_from_environment()
     tracking = MlflowSettings().tracking(settings)
     out = args.out or folder / EVALUATION_FOLDER

@@ -144,13 +144,14 @@ def test_conversations_load_in_tinyllava_format_and_every_answer_rebuilds(settin
     assert tight.asset_materializations_for_node("conversations")[0].metadata["answers_reused"].value == len(selected)
 
 
-def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_that_reloads_exactly(settings, mlflow_settings):
+def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_a_model_that_reloads_exactly(settings, mlflow_settings):
+    """The tiny base model trains in full (train_mode auto), and keeps the weights of its best validation loss."""
     import torch
     from mlflow.tracking import MlflowClient
-    from peft import PeftModel
-    from transformers import AutoModelForImageTextToText
 
-    training = {"max_steps": 3, "batch_size": 2, "validation_samples": 4, "learning_rate": 3e-3, "checkpoint_every": 2}
+    from cad_pipeline.train.model import load_trained
+
+    training = {"max_steps": 3, "batch_size": 2, "validation_samples": 4, "learning_rate": 3e-3, "checkpoint_every": 2, "validation_every": 1, "keep_best": True}
     mlflow = mlflow_settings
     result = dg.materialize(
         [deepcad_corpus, cad_subset, rendered_views, conversations, training_plan, lora_adapter],
@@ -174,13 +175,21 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_tha
     run = client.get_run(metadata["mlflow_run_id"].value)
     assert run.info.status == "FINISHED"
     assert run.data.tags["dagster_run_id"] == result.run_id and run.data.tags["partition"] == "full"
-    assert run.data.params["lora_rank"] == "16" and run.data.params["base_model_source"].startswith("tiny")
+    assert run.data.params["train_mode_resolved"] == "full" and run.data.params["base_model_source"].startswith("tiny")
+    assert run.data.params["trained_parts"] == "language_model: full, connector: full, vision_tower: full"
+    by_part = [int(run.data.params[f"trainable_parameters_{part}"]) for part in ("language_model", "connector", "vision_tower")]
+    assert min(by_part) > 0 and sum(by_part) == int(run.data.params["trainable_parameters"]) == int(run.data.params["total_parameters"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
     for name in ("learning_rate", "real_tokens_per_second", "pad_fraction", "peak_memory_bytes"):
         assert len(client.get_metric_history(run.info.run_id, name)) == 3
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 3]
+    validations = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in validations] == [0, 1, 2, 3]
+    best = min(validations, key=lambda m: m.value)
+    assert run.data.metrics["best_val_loss"] == best.value and run.data.metrics["best_step"] == best.step
+    assert metadata["best_step"].value == best.step and metadata["validation_loss_after"].value == pytest.approx(best.value, abs=1e-4)
+    assert metadata["train_mode"].value == "full"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
-    assert {"loss_curve.png", "adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/train_config.json", "adapter/tokenizer.json", "base_model"} <= artifacts
+    assert {"loss_curve.png", "adapter/model.safetensors", "adapter/config.json", "adapter/train_config.json", "adapter/tokenizer.json", "base_model"} <= artifacts
     assert metadata["mlflow_run"].value.endswith(run.info.run_id) and "data:image/png;base64," in metadata["loss_curve"].value
     assert metadata["planned_over_measured"].value > 0
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "validation_loss_fell"]
@@ -188,11 +197,11 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_an_adapter_tha
     assert check.passed == (metadata["validation_loss_after"].value < metadata["validation_loss_before"].value)
 
     adapter = Path(metadata["adapter"].value)
-    reloaded = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(adapter.parent / "base_model"), adapter)
-    checkpoint = next((adapter.parent / "checkpoints").rglob("state.pt"))
-    trained = torch.load(checkpoint, weights_only=False)["trainable"]
-    parameters = dict(reloaded.named_parameters())
-    assert trained and all(torch.equal(parameters[name], value) for name, value in trained.items())
+    reloaded = load_trained(adapter)
+    assert reloaded.config.train_mode == "full"
+    best_weights = torch.load(next((adapter.parent / "checkpoints").rglob(f"best-{best.step}.pt")), weights_only=False)["trainable"]
+    parameters = dict(reloaded.model.named_parameters())
+    assert len(best_weights) == len(parameters) and all(torch.equal(parameters[name], value) for name, value in best_weights.items())
 
 
 def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(settings, mlflow_settings):

@@ -1,4 +1,8 @@
-"""LoRA fine-tuning on a real (tiny) transformers LLaVA: data path, loss, LoRA scope, exact resume."""
+"""Fine-tuning on a real (tiny) transformers LLaVA, LoRA and full: data path, loss, what trains, exact resume and reload,
+validation during training, the best weights kept, the time budget."""
+
+import json
+import time
 
 import pytest
 import torch
@@ -8,16 +12,27 @@ from cad_pipeline.cad.deepcad_json import read_file
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.openecad.writer import write_code
 from cad_pipeline.dataset.conversations import conversation
-from cad_pipeline.train.config import TrainConfig
+from cad_pipeline.train.config import TrainConfig, resolved_train_mode
 from cad_pipeline.train.data import IGNORE, length_grouped_batches, packed_batch, padded_batch, prepare_samples, question_and_answer
-from cad_pipeline.train.loop import answer_loss, train
-from cad_pipeline.train.model import add_lora, load_base_model, lora_targets
+from cad_pipeline.train.loop import CHECKPOINT_FILE, answer_loss, train, validation_loss
+from cad_pipeline.train.model import (
+    add_lora,
+    load_base_model,
+    load_trained,
+    lora_targets,
+    make_trainable,
+    save_trained,
+    trainable_parameters_by_part,
+    trained_parts,
+)
 from cad_pipeline.train.tiny import TinyShape, write_tiny_model
 from cad_pipeline_tests.conftest import REAL_SAMPLES
 
 SMALL = TinyShape(vocab_size=600, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vision_hidden=32,
                   vision_intermediate=64, vision_layers=1, vision_heads=2, image_size=64, patch_size=16)  # fmt: skip
 CPU = torch.device("cpu")
+SHORT = 450
+"""Tokens: a max_length that keeps only the records with short answers, for tests that take many steps."""
 
 
 def _records(folder, count):
@@ -133,15 +148,19 @@ def test_lora_is_scoped_to_the_language_model_and_the_connector_trains(tiny_setu
     assert all("lora_" in name or "multi_modal_projector" in name for name in trainable)
 
 
-def test_a_killed_run_resumes_to_the_same_adapter_and_loss_curve(tiny_setup, tmp_path):
+@pytest.mark.parametrize("train_mode", ["lora", "full"])
+def test_a_killed_run_resumes_to_the_same_weights_and_loss_curve(tiny_setup, tmp_path, train_mode):
     folder, records, model_dir = tiny_setup
-    settings = dict(max_steps=5, batch_size=2, gradient_accumulation=2, checkpoint_every=2, learning_rate=3e-3, seed=3)
+    settings = dict(
+        epochs=2, max_steps=5, batch_size=2, gradient_accumulation=2, checkpoint_every=2, learning_rate=3e-3, seed=3, train_mode=train_mode,
+        validation_every=2, keep_best=True,
+    )  # fmt: skip
 
     def run(checkpoints, stop_after=None):
         config, base = _loaded(model_dir, **settings)
-        model = add_lora(base.model, config)
-        samples = prepare_samples(records, folder / "images", base.processor, 4096).samples
-        state = train(model, base.processor, samples[:20], samples[20:], config, CPU, torch.float32, checkpoints, stop_after=stop_after)
+        model = make_trainable(base.model, config)
+        samples = prepare_samples(records, folder / "images", base.processor, SHORT).samples  # 10 to train: 3 steps an epoch
+        state = train(model, base.processor, samples[:10], samples[10:], config, CPU, torch.float32, checkpoints, stop_after=stop_after)
         return model, state
 
     whole_model, whole = run(tmp_path / "whole")
@@ -149,7 +168,7 @@ def test_a_killed_run_resumes_to_the_same_adapter_and_loss_curve(tiny_setup, tmp
     resumed_model, resumed = run(tmp_path / "killed")
     assert [r.loss for r in resumed.steps] == [r.loss for r in whole.steps]
     assert len(whole.steps) == 5 and whole.steps[-1].loss < whole.steps[0].loss
-    assert [loss for _, loss in resumed.val_losses] == [loss for _, loss in whole.val_losses]
+    assert resumed.validations == whole.validations and [r.step for r in whole.validations] == [0, 2, 3, 4, 5]
     _, again = run(tmp_path / "whole")  # a finished run's checkpoint is not resumed: it trains again, identically
     assert [r.loss for r in again.steps] == [r.loss for r in whole.steps]
     expected = {n: p for n, p in whole_model.named_parameters() if p.requires_grad}
@@ -168,3 +187,147 @@ def test_a_plan_predicts_each_step_from_its_padded_tokens():
     measurement = StepMeasurement("cpu", "float32", 2, 1, 2.0, 2.0, 0.001, 0.0, 5.0, 1.0, 0.0, 1, 0, 10, 0.5, step_seconds=[1.0, 2.0, 3.0])
     assert measurement.run_seconds(2) == 5.0 + 3.0 and measurement.run_seconds(7) == 5.0 + 2 * 6.0 + 1.0
     assert "step_seconds" not in measurement.to_json()
+
+
+def _short_samples(folder, records, processor):
+    """The short samples, those with the shortest answer first, so a split by answer keeps validation unseen."""
+    samples = prepare_samples(records, folder / "images", processor, SHORT).samples
+    shortest = min(samples, key=lambda sample: len(sample.answer_ids)).answer_ids
+    return [s for s in samples if s.answer_ids == shortest], [s for s in samples if s.answer_ids != shortest]
+
+
+def test_auto_trains_the_tiny_model_in_full_and_any_named_model_with_lora():
+    assert resolved_train_mode(TrainConfig()) == "full"
+    assert resolved_train_mode(TrainConfig(base_model="/models/openecad")) == "lora"
+    assert resolved_train_mode(TrainConfig(train_mode="lora")) == "lora"
+    assert resolved_train_mode(TrainConfig(base_model="/models/openecad", train_mode="full")) == "full"
+    with pytest.raises(ValueError, match="train_mode must be one of auto, lora, full; got 'partial'"):
+        resolved_train_mode(TrainConfig(train_mode="partial"))
+
+
+def test_each_mode_trains_the_parts_it_names(tiny_setup):
+    from cad_pipeline.train.plan import model_shape
+
+    _, _, model_dir = tiny_setup
+    expected = {
+        ("full", False): {"language_model": "full", "connector": "full", "vision_tower": "full"},
+        ("full", True): {"language_model": "full", "connector": "full", "vision_tower": "frozen"},
+        ("lora", False): {"language_model": "lora r=16", "connector": "full", "vision_tower": "frozen"},
+    }
+    for (mode, freeze), parts in expected.items():
+        config, base = _loaded(model_dir, train_mode=mode, freeze_vision_tower=freeze)
+        totals = trainable_parameters_by_part(base.model)  # a loaded model trains everything
+        modules = dict(base.model.named_modules())
+        lora_size = sum(config.lora_rank * (modules[name].in_features + modules[name].out_features) for name in lora_targets(base.model, False))
+        model = make_trainable(base.model, config)
+        counts = trainable_parameters_by_part(model)
+        assert trained_parts(model, config) == parts
+        shape = model_shape(model, torch.float32)
+        assert shape.trainable_parameters == sum(counts.values()) and shape.vision_trained == (parts["vision_tower"] != "frozen")
+        if mode == "full":
+            assert counts == {**totals, "vision_tower": 0 if freeze else totals["vision_tower"]}
+        else:
+            assert counts == {"language_model": lora_size, "connector": totals["connector"], "vision_tower": 0}
+    config, base = _loaded(model_dir, train_mode="lora", lora_vision=True)
+    assert trained_parts(make_trainable(base.model, config), config)["vision_tower"] == "lora r=16"
+
+
+@pytest.mark.parametrize("train_mode", ["lora", "full"])
+def test_a_saved_model_reloads_to_the_same_logits_and_its_base_variant_is_the_base_model(tiny_setup, tmp_path, train_mode):
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, train_mode=train_mode, max_steps=2, batch_size=2, learning_rate=3e-3, checkpoint_every=0)
+    model = make_trainable(base.model, config)
+    train_samples, val_samples = _short_samples(folder, records, base.processor)
+    train(model, base.processor, train_samples, val_samples, config, CPU, torch.float32, tmp_path / "checkpoints")
+    save_trained(model, base.processor, config, tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "train_config.json").read_text())["train_mode"] == train_mode
+
+    reloaded = load_trained(tmp_path / "adapter")
+    batch = padded_batch(val_samples[:2], base.processor)
+    _, untouched = _loaded(model_dir)
+    with torch.no_grad():
+        trained_logits = model.eval()(**batch.inputs).logits
+        base_logits = untouched.model(**batch.inputs).logits
+        assert (reloaded.model(**batch.inputs).logits - trained_logits).abs().max() == 0
+        with reloaded.as_base() as base_variant:
+            assert (base_variant(**batch.inputs).logits - base_logits).abs().max() == 0
+        assert (reloaded.model(**batch.inputs).logits - trained_logits).abs().max() == 0, "the trained weights are back"
+    assert not torch.equal(trained_logits, base_logits)
+    assert reloaded.config.train_mode == train_mode
+
+
+def test_validation_every_measures_between_epochs_at_fractional_epochs_and_the_curve_shows_them(tiny_setup, tmp_path):
+    from cad_pipeline.train.tracking import loss_curve_png
+
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, train_mode="full", epochs=3, batch_size=2, validation_every=2, checkpoint_every=0)
+    model = make_trainable(base.model, config)
+    samples = prepare_samples(records, folder / "images", base.processor, SHORT).samples
+    state = train(model, base.processor, samples[:6], samples[6:8], config, CPU, torch.float32, tmp_path / "checkpoints")
+    assert [record.step for record in state.validations] == [0, 2, 3, 4, 6, 8, 9]  # 3 steps an epoch; step 6 ends one
+    assert [record.epoch for record in state.validations] == pytest.approx([0, 2 / 3, 1, 4 / 3, 2, 8 / 3, 3])
+    assert state.best == min(state.validations, key=lambda record: record.loss)
+    curve = loss_curve_png(state, tmp_path / "loss_curve.png")
+    with Image.open(curve) as image:
+        assert image.format == "PNG" and image.size == (700, 400)
+
+
+def test_keep_best_saves_the_weights_of_the_lowest_validation_loss_not_the_last(tiny_setup, tmp_path):
+    """A high learning rate without clipping on two samples overfits within a few epochs: the validation loss falls,
+    then rises."""
+    folder, records, model_dir = tiny_setup
+    for keep_best in (True, False):
+        config, base = _loaded(
+            model_dir, train_mode="full", keep_best=keep_best, epochs=20, batch_size=2, learning_rate=3e-2, warmup_ratio=0.0, max_grad_norm=0.0,
+            checkpoint_every=0,
+        )  # fmt: skip
+        model = make_trainable(base.model, config)
+        train_samples, val_samples = _short_samples(folder, records, base.processor)
+        checkpoints = tmp_path / f"checkpoints_{keep_best}"
+        state = train(model, base.processor, train_samples[:2], val_samples[:2], config, CPU, torch.float32, checkpoints)
+        best, last = state.best, state.validations[-1]
+        assert best.step < last.step and last.loss > best.loss + 0.05, "the validation loss rose after its minimum"
+        assert len(state.validations) == 21 and best.epoch == best.step  # one step an epoch
+        save_trained(model, base.processor, config, tmp_path / f"adapter_{keep_best}")
+        reloaded = load_trained(tmp_path / f"adapter_{keep_best}")
+        saved_loss = validation_loss(reloaded.model, val_samples[:2], reloaded.processor, config, CPU, torch.float32, packed=False)
+        assert sorted(path.name for path in checkpoints.iterdir()) == ([f"best-{best.step}.pt"] if keep_best else []) + [CHECKPOINT_FILE]
+        assert saved_loss == pytest.approx(best.loss if keep_best else last.loss, rel=1e-6)
+
+
+def test_a_time_budget_stops_training_and_runs_the_schedule_down_to_its_end(tiny_setup, tmp_path):
+    folder, records, model_dir = tiny_setup
+    budget_seconds = 3.0
+    config, base = _loaded(
+        model_dir, train_mode="full", max_minutes=budget_seconds / 60, epochs=1000, batch_size=2, warmup_ratio=0.1, checkpoint_every=0
+    )
+    model = make_trainable(base.model, config)
+    train_samples, val_samples = _short_samples(folder, records, base.processor)
+    started = time.perf_counter()
+    state = train(model, base.processor, train_samples[:2], val_samples[:1], config, CPU, torch.float32, tmp_path / "checkpoints")
+    seconds = time.perf_counter() - started
+    longest_step = max(record.seconds for record in state.steps)
+    assert 5 < state.step < 1000 and state.finished
+    assert budget_seconds <= state.elapsed_seconds <= seconds < budget_seconds + 2 * longest_step + 0.5, "within budget plus one step and its validation"
+    rates = [record.learning_rate for record in state.steps]
+    peak = rates.index(max(rates))
+    assert max(rates) > 0.8 * config.learning_rate and rates[-1] < 0.1 * config.learning_rate
+    assert rates[peak:] == sorted(rates[peak:], reverse=True) and rates[:peak] == sorted(rates[:peak])
+
+
+def test_a_resumed_run_continues_its_time_budget(tiny_setup, tmp_path):
+    """The rate falls with the time spent; a resumed run that started its clock again would rise back to the peak."""
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, train_mode="full", max_minutes=0.5, epochs=1000, batch_size=2, warmup_ratio=0.0, checkpoint_every=1)
+    train_samples, val_samples = _short_samples(folder, records, base.processor)
+
+    def run(stop_after):
+        _, fresh = _loaded(model_dir)
+        model = make_trainable(fresh.model, config)
+        return train(model, fresh.processor, train_samples[:2], val_samples[:1], config, CPU, torch.float32, tmp_path / "checkpoints", stop_after=stop_after)
+
+    killed = run(stop_after=3)
+    saved = torch.load(tmp_path / "checkpoints" / CHECKPOINT_FILE, weights_only=False)["state"]["elapsed_seconds"]
+    resumed = run(stop_after=4)
+    assert resumed.steps[:3] == killed.steps and saved > 0
+    assert resumed.elapsed_seconds > saved and resumed.steps[3].learning_rate < killed.steps[2].learning_rate

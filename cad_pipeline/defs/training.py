@@ -1,4 +1,4 @@
-"""Training: a plan measured on the configured model, then the LoRA adapter; each materialization is one MLflow run.
+"""Training: a plan measured on the configured model, then the fine-tuned model; each materialization is one MLflow run.
 
 torch, transformers and peft are imported inside the assets, so the code server, sensors and data steps, which load
 this module too, start in seconds.
@@ -24,7 +24,7 @@ ADAPTER_FOLDER = "lora_adapter"
 REPORT_EVERY = 10
 
 
-TrainingConfig = config_class("TrainingConfig", TrainConfig, "LoRA fine-tuning settings; the same fields as `cad-pipeline train`'s flags.", __name__)
+TrainingConfig = config_class("TrainingConfig", TrainConfig, "Fine-tuning settings; the same fields as `cad-pipeline train`'s flags.", __name__)
 
 
 class PlanConfig(TrainingConfig):
@@ -41,7 +41,7 @@ class PlanConfig(TrainingConfig):
     deps=[conversations],
     pool="gpu",
     description=(
-        "Runs the configured model with LoRA on real batches of this scale for a number of optimizer steps and projects "
+        "Runs the configured model in its train mode (LoRA or full) on real batches of this scale for a number of optimizer steps and projects "
         "steps per epoch, epoch time and total time for this and every larger scale (plus rendering time), and lists "
         "the batch / accumulation / length / checkpointing configurations that fit the device's memory."
     ),
@@ -83,13 +83,16 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     pool="gpu",
     check_specs=[
         dg.AssetCheckSpec(
-            "validation_loss_fell", asset="lora_adapter", description="The validation loss after training is below the loss before it."
+            "validation_loss_fell", asset="lora_adapter", description="The validation loss of the saved weights is below the loss before training."
         )
     ],
     description=(
-        "LoRA adapter fine-tuned on this scale's conversations (language-model linear layers, connector trained in "
-        "full), with resumable checkpoints; one MLflow run holds params, per-step loss, learning rate, real tokens/s, "
-        "pad fraction and peak memory, validation loss per epoch, and the adapter, tokenizer, config and loss curve."
+        "The base model fine-tuned on this scale's conversations: in full mode (the default for the tiny base model) "
+        "the whole model (language model, connector and vision tower unless frozen), in LoRA mode an adapter on the "
+        "language model's linear layers with the connector trained in full; resumable checkpoints, validation during "
+        "training, optionally the best weights kept and a time budget. One MLflow run holds params (train mode, trained "
+        "parts, trainable parameters per part), per-step loss, learning rate, real tokens/s, pad fraction and peak "
+        "memory, validation loss, the best validation point, and the saved model, tokenizer, config and loss curve."
     ),
 )
 def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, settings: PipelineSettings, mlflow: MlflowSettings) -> dg.MaterializeResult:
@@ -107,13 +110,21 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
     run = run_training(options, folder, folder / ADAPTER_FOLDER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags, report)
     before, after = run.validation_before_and_after
     steps = run.state.steps
-    context.log.info(f"{scale}: {len(steps)} steps in {run.seconds:.0f} s, validation loss {before:.4f} -> {after:.4f}; MLflow run {run.run_url}")
+    context.log.info(
+        f"{scale}: {run.params['train_mode_resolved']} training, {len(steps)} steps in {run.seconds:.0f} s, "
+        f"validation loss {before:.4f} -> {after:.4f}; MLflow run {run.run_url}"
+    )
+    best = run.state.best
     return dg.MaterializeResult(
         metadata={
             "mlflow_run": dg.MetadataValue.url(run.run_url),
             "mlflow_run_id": run.run_id,
             "adapter": dg.MetadataValue.path(str(run.adapter.resolve())),
+            "train_mode": run.params["train_mode_resolved"],
+            "trained_parts": run.params["trained_parts"],
+            "trainable_parameters": run.params["trainable_parameters"],
             "steps": len(steps),
+            **({"best_step": best.step, "best_epoch": round(best.epoch, 3), "best_val_loss": round(best.loss, 4)} if options.keep_best and best else {}),
             "final_train_loss": round(steps[-1].loss, 4),
             "validation_loss_before": round(before, 4),
             "validation_loss_after": round(after, 4),

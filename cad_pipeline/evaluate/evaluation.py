@@ -33,7 +33,7 @@ from cad_pipeline.parallel import map_in_sandboxes
 from cad_pipeline.render.batch import image_owner
 from cad_pipeline.train.data import prepare_samples, question_and_answer, read_records
 from cad_pipeline.train.loop import validation_loss
-from cad_pipeline.train.model import TrainedAdapter, load_adapter
+from cad_pipeline.train.model import TrainedModel, load_trained
 from cad_pipeline.train.run import RUN_FILE
 from cad_pipeline.train.session import IMAGE_FOLDER
 from cad_pipeline.train.tracking import Tracking
@@ -141,7 +141,7 @@ def evaluate_adapter(
     if not samples:
         raise ValueError(f"{partition_dir / 'val.json'} has no validation samples to evaluate")
     variants = [ADAPTER, BASE] if config.baseline else [ADAPTER]
-    answers, losses, seconds = generate(load_adapter(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log)
+    answers, losses, seconds = generate(load_trained(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log)
     started = time.perf_counter()
     table = score_answers(samples, answers, executor, config.score_timeout)
     seconds["scoring"] = time.perf_counter() - started
@@ -159,17 +159,16 @@ def evaluate_adapter(
 
 
 def generate(
-    trained: TrainedAdapter, samples: list[EvaluationSample], images: Path, config: EvaluationConfig, variants: list[str], log: Callable[[str], None]
+    trained: TrainedModel, samples: list[EvaluationSample], images: Path, config: EvaluationConfig, variants: list[str], log: Callable[[str], None]
 ) -> tuple[dict[str, list[str]], dict[str, float], dict[str, float]]:
     """Answers of each variant, and the validation loss of both (per answer token, over the samples that fit the
-    training's max_length): the base is the same model with its adapter switched off (LoRA layers and the trained
-    connector alike), so it costs no second copy in memory."""
+    training's max_length): the base is the model before fine-tuning (`TrainedModel.as_base`)."""
     answers, losses, seconds = {}, {}, {}
-    model, settings = trained.model, trained.config
+    settings = trained.config
     records = [sample.record for sample in samples]
     prepared = prepare_samples(records, images, trained.processor, settings.max_length).samples
     for variant in (ADAPTER, BASE):
-        with model.disable_adapter() if variant == BASE else nullcontext():
+        with trained.as_base() if variant == BASE else nullcontext(trained.model) as model:
             losses[variant] = validation_loss(model, prepared, trained.processor, settings, trained.device, trained.dtype, packed=False)
             if variant in variants:
                 started = time.perf_counter()

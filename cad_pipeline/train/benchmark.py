@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
+from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
 from cad_pipeline.train.data import padded_batch, prepare_samples, question_and_answer, read_records
 from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
@@ -129,7 +129,8 @@ def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_ste
     chosen = session.train.samples[:samples]
     measurement = measure_steps(session.model, session.processor, chosen, session.config, session.device, session.dtype, session.packed, plan_steps, plan_warmup)
     steps = plan_steps_for(len(chosen), session.config).steps_per_epoch
-    fresh = open_session(replace(session.config, base_model=str(work_dir / "base_model")), partition_dir, work_dir)
+    same_model = replace(session.config, base_model=str(work_dir / "base_model"), train_mode=resolved_train_mode(session.config))
+    fresh = open_session(same_model, partition_dir, work_dir)
     state = train(fresh.model, fresh.processor, chosen, fresh.val.samples, fresh.config, fresh.device, fresh.dtype, work_dir / "checkpoints", fresh.packed)
     projected = measurement.run_seconds(steps)
     return ProjectionCheck(len(chosen), steps, projected, sum(record.seconds for record in state.steps))

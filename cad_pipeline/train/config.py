@@ -25,12 +25,25 @@ class TrainConfig:
     warmup_ratio: float = option(0.03, "share of the optimizer steps spent warming the learning rate up from 0")
     weight_decay: float = option(0.0, "AdamW weight decay")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)")
+    train_mode: str = option(
+        "auto",
+        "'auto' (full for 'tiny', whose random weights LoRA cannot teach; lora otherwise), 'lora' (adapters on the "
+        "language model, connector in full) or 'full' (language model, connector and vision tower)",
+    )
+    freeze_vision_tower: bool = option(False, "full mode: keep the vision tower's weights as they are")
     lora_rank: int = option(16, "LoRA rank")
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / rank)")
     lora_dropout: float = option(0.05, "dropout on the LoRA input")
     lora_vision: bool = option(False, "also put LoRA on the vision tower's linear layers (OpenECAD's recipe does)")
     max_length: int = option(2048, "samples longer than this many tokens (image tokens included) are left out, not cut")
-    validation_samples: int = option(0, "validation samples whose loss is measured before training and after each epoch (0: all)")
+    validation_samples: int = option(0, "validation samples whose loss is measured before training, after each epoch and every validation_every steps (0: all)")
+    validation_every: int = option(0, "also measure the validation loss every this many optimizer steps (0: only before training and after each epoch)")
+    keep_best: bool = option(False, "save the weights of the lowest validation loss instead of the last ones")
+    max_minutes: float = option(
+        0.0,
+        "wall-clock budget of the training loop, validations included (0: none): the learning-rate schedule runs over the "
+        "budget instead of the steps and training stops when it is spent; the step under way and a last validation finish after it",
+    )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower")
     packing: str = option("auto", "'auto' (pack samples into one row where FlashAttention is available), 'on' or 'off'")
     dtype: str = option("auto", "'auto' (bf16 on CUDA where supported, else fp32), 'bf16', 'fp16' or 'fp32'")
@@ -42,6 +55,18 @@ class TrainConfig:
     def to_json(self) -> dict:
         return asdict(self)
 
+
+TRAIN_MODES = ("lora", "full")
+
+
+def resolved_train_mode(config: TrainConfig) -> str:
+    """'lora' or 'full'. LoRA learns a small change of weights that already work; on the tiny model's random
+    weights there is nothing to change, so 'auto' trains it in full."""
+    if config.train_mode == "auto":
+        return "full" if config.base_model == "tiny" else "lora"
+    if config.train_mode not in TRAIN_MODES:
+        raise ValueError(f"train_mode must be one of auto, {', '.join(TRAIN_MODES)}; got {config.train_mode!r}")
+    return config.train_mode
 
 
 def resolve_device(name: str):

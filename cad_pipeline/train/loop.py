@@ -1,10 +1,13 @@
-"""The LoRA training loop: AdamW, cosine schedule with warmup, gradient accumulation, answer-only logits, resumable.
+"""The training loop (LoRA or full): AdamW, cosine schedule with warmup, gradient accumulation, answer-only logits,
+validation during training, the best weights kept on request, a wall-clock budget, resumable.
 
 Loss is the mean cross-entropy over answer tokens of each optimizer step (token-weighted across
 the micro-batches it accumulates). The model's trunk runs once per micro-batch and the output head
 only at positions whose next token is an answer token, so prompt and image positions cost no
-logits. A checkpoint holds the trainable weights, optimizer, schedule, every random generator and
-the position in the data, so a run killed and resumed continues exactly where it stopped.
+logits. A checkpoint holds the trainable weights, optimizer, every random generator, the position
+in the data and the time spent, so a run killed and resumed continues exactly where it stopped.
+The learning rate is a function of the step (or of the share of the time budget spent), so it
+needs no state of its own.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import IGNORE, Batch, Sample, length_grouped_batches, packed_batch, padded_batch
 
 CHECKPOINT_FILE = "state.pt"
+BEST_FILE = "best-{step}.pt"
+"""The trainable weights of the lowest validation loss so far (keep_best), named by their step."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,15 @@ class StepRecord:
     seconds: float
 
 
+@dataclass(frozen=True)
+class ValidationRecord:
+    step: int
+    """Optimizer steps taken when it was measured."""
+    epoch: float
+    """Epochs done by then, fractional within an epoch (2.5: halfway through the third)."""
+    loss: float
+
+
 @dataclass
 class TrainState:
     """Everything a resumed run needs besides the model and optimizer objects."""
@@ -48,8 +62,16 @@ class TrainState:
     epoch: int = 0
     next_batch: int = 0
     steps: list[StepRecord] = field(default_factory=list)
-    val_losses: list[tuple[int, float]] = field(default_factory=list)
-    """(optimizer step, validation loss): before training, then after each epoch."""
+    validations: list[ValidationRecord] = field(default_factory=list)
+    """Before training, every `validation_every` steps, after each epoch and after the last step."""
+    elapsed_seconds: float = 0.0
+    """Time spent in the training loop, validations included, summed over resumes: what `max_minutes` budgets."""
+    finished: bool = False
+
+    @property
+    def best(self) -> ValidationRecord | None:
+        """The lowest validation loss (the earliest of equal ones); None without validation samples."""
+        return min((record for record in self.validations if math.isfinite(record.loss)), key=lambda record: record.loss, default=None)
 
 
 @dataclass(frozen=True)
@@ -82,23 +104,36 @@ def make_batch(samples: list[Sample], processor, packed: bool) -> Batch:
     return packed_batch(samples, processor) if packed else padded_batch(samples, processor)
 
 
-def cosine_with_warmup(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
+def warmup_cosine_by_step(step: int, total_steps: int, warmup_ratio: float) -> float:
+    """The share of the peak rate at `step`: a linear warmup over `warmup_ratio` of the steps, then a cosine to 0."""
     warmup = max(1, round(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
+    if step < warmup:
+        return (step + 1) / warmup
+    return _cosine((step - warmup) / max(1, total_steps - warmup))
 
 
-def optimizer_and_schedule(model, config: TrainConfig, total_steps: int):
-    """AdamW over the trainable parameters, and the cosine schedule with warmup over `total_steps`."""
+def warmup_cosine_by_time(share_spent: float, warmup_ratio: float) -> float:
+    """The same shape over the share of the time budget spent, so the rate reaches 0 as the budget runs out."""
+    if share_spent < warmup_ratio:
+        return share_spent / warmup_ratio
+    return _cosine((share_spent - warmup_ratio) / (1.0 - warmup_ratio)) if warmup_ratio < 1 else 0.0
+
+
+def _cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def learning_rate_at(config: TrainConfig, total_steps: int, state: TrainState) -> float:
+    """The rate of the next optimizer step: over the planned steps, or over the time budget when `max_minutes` is set."""
+    if config.max_minutes:
+        return config.learning_rate * warmup_cosine_by_time(state.elapsed_seconds / (60.0 * config.max_minutes), config.warmup_ratio)
+    return config.learning_rate * warmup_cosine_by_step(state.step, total_steps, config.warmup_ratio)
+
+
+def make_optimizer(model, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; `optimizer_step` sets its rate."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, config.warmup_ratio))
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
 @torch.no_grad()
@@ -133,50 +168,73 @@ def train(
     checkpoint_dir: Path,
     packed: bool = False,
     on_step: Callable[[StepRecord], None] | None = None,
-    on_validation: Callable[[int, float], None] | None = None,
+    on_validation: Callable[[ValidationRecord], None] | None = None,
     stop_after: int | None = None,
 ) -> TrainState:
-    """Train until the plan's last step (or `stop_after` steps, to simulate a kill), resuming from a checkpoint."""
+    """Train until the plan's last step or the end of the time budget (or `stop_after` steps, to simulate a kill),
+    resuming from a checkpoint. With keep_best the model ends with the weights of the lowest validation loss."""
     plan = plan_steps(len(train_samples), config)
-    optimizer, schedule = optimizer_and_schedule(model, config, plan.total_steps)
-    state = _resume(checkpoint_dir, model, optimizer, schedule, plan.total_steps) or TrainState()
-    if not state.val_losses:
-        _seed_everything(config.seed)
-        state.val_losses.append((0, validation_loss(model, val_samples, processor, config, device, dtype, packed)))
+    optimizer = make_optimizer(model, config)
+    state = _resume(checkpoint_dir, model, optimizer) or TrainState()
+    clock_start = time.perf_counter() - state.elapsed_seconds
+
+    def record_time() -> None:
+        """The time spent so far, for the budget, the schedule and the checkpoint."""
+        state.elapsed_seconds = time.perf_counter() - clock_start
+
+    def within_budget() -> bool:
+        record_time()
+        return not config.max_minutes or state.elapsed_seconds < 60.0 * config.max_minutes
+
+    def validate() -> None:
+        best = state.best
+        loss = validation_loss(model, val_samples, processor, config, device, dtype, packed)
+        record = ValidationRecord(state.step, state.epoch + state.next_batch / plan.batches_per_epoch, loss)
+        state.validations.append(record)
+        if config.keep_best and math.isfinite(loss) and (best is None or loss < best.loss):
+            _write_atomically(checkpoint_dir / BEST_FILE.format(step=record.step), {"trainable": trainable_state(model)})
         if on_validation:
-            on_validation(0, state.val_losses[-1][1])
+            on_validation(record)
+
+    if not state.validations:
+        _seed_everything(config.seed)
+        validate()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     lengths = [sample.length for sample in train_samples]
-    while state.step < plan.total_steps and state.epoch < config.epochs:
+    while state.step < plan.total_steps and state.epoch < config.epochs and within_budget():
         batches = length_grouped_batches(lengths, config.batch_size, config.seed, state.epoch)
-        while state.next_batch < len(batches) and state.step < plan.total_steps:
+        while state.next_batch < len(batches) and state.step < plan.total_steps and within_budget():
             group = batches[state.next_batch : state.next_batch + config.gradient_accumulation]
-            record = optimizer_step(model, processor, optimizer, schedule, [[train_samples[i] for i in b] for b in group], config, device, dtype, packed, state)
+            rate = learning_rate_at(config, plan.total_steps, state)
+            record = optimizer_step(model, processor, optimizer, rate, [[train_samples[i] for i in b] for b in group], config, device, dtype, packed, state)
             state.next_batch += len(group)
             state.step += 1
             state.steps.append(record)
             if on_step:
                 on_step(record)
+            if config.validation_every and state.step % config.validation_every == 0 and state.next_batch < len(batches):
+                validate()
             if config.checkpoint_every and state.step % config.checkpoint_every == 0:
-                _save(checkpoint_dir, model, optimizer, schedule, state)
+                record_time()
+                _save(checkpoint_dir, model, optimizer, state, config.keep_best)
             if stop_after is not None and state.step >= stop_after:
                 return state
         if state.next_batch >= len(batches):
             state.epoch, state.next_batch = state.epoch + 1, 0
-            state.val_losses.append((state.step, validation_loss(model, val_samples, processor, config, device, dtype, packed)))
-            if on_validation:
-                on_validation(state.step, state.val_losses[-1][1])
-    if state.val_losses[-1][0] != state.step:
-        state.val_losses.append((state.step, validation_loss(model, val_samples, processor, config, device, dtype, packed)))
-        if on_validation:
-            on_validation(state.step, state.val_losses[-1][1])
-    _save(checkpoint_dir, model, optimizer, schedule, state)
+            validate()
+    if state.validations[-1].step != state.step:
+        validate()
+    record_time()
+    state.finished = True
+    _save(checkpoint_dir, model, optimizer, state, config.keep_best)
+    if config.keep_best and state.best:
+        _load_trainable(model, torch.load(checkpoint_dir / BEST_FILE.format(step=state.best.step), weights_only=False)["trainable"])
     return state
 
 
-def optimizer_step(model, processor, optimizer, schedule, group, config, device, dtype, packed, state) -> StepRecord:
+def optimizer_step(model, processor, optimizer, learning_rate, group, config, device, dtype, packed, state) -> StepRecord:
     started = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -190,9 +248,9 @@ def optimizer_step(model, processor, optimizer, schedule, group, config, device,
         real, padded = real + batch.real_tokens, padded + batch.padded_tokens
     if config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
-    learning_rate = schedule.get_last_lr()[0]
+    for parameter_group in optimizer.param_groups:
+        parameter_group["lr"] = learning_rate
     optimizer.step()
-    schedule.step()
     optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
     return StepRecord(
@@ -211,46 +269,54 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {name: parameter.detach().cpu().clone() for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
-def _save(folder: Path, model, optimizer, schedule, state: TrainState) -> None:
-    """Written beside the old checkpoint and swapped in by a rename, so a kill never leaves a half-written one."""
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{CHECKPOINT_FILE}.partial"
-    torch.save(
-        {
-            "trainable": trainable_state(model),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "rng": _rng_state(),
-            "state": {**asdict(state), "steps": [asdict(record) for record in state.steps]},
-        },
-        partial,
+def _save(folder: Path, model, optimizer, state: TrainState, keep_best: bool) -> None:
+    """The checkpoint, then, with keep_best, every best-weights file but the one of its best step removed: a newer
+    one may be left from a run killed after it, and replaying from this checkpoint writes that again when due."""
+    _write_atomically(
+        folder / CHECKPOINT_FILE,
+        {"trainable": trainable_state(model), "optimizer": optimizer.state_dict(), "rng": _rng_state(), "state": asdict(state)},
     )
-    partial.replace(folder / CHECKPOINT_FILE)
+    if keep_best and state.best:
+        kept = folder / BEST_FILE.format(step=state.best.step)
+        for path in folder.glob(BEST_FILE.format(step="*")):
+            if path != kept:
+                path.unlink()
 
 
-def _resume(folder: Path, model, optimizer, schedule, total_steps: int) -> TrainState | None:
+def _write_atomically(path: Path, payload: dict) -> None:
+    """Written beside the old file and swapped in by a rename, so a kill never leaves a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial")
+    torch.save(payload, partial)
+    partial.replace(path)
+
+
+def _resume(folder: Path, model, optimizer) -> TrainState | None:
     """The state of an unfinished run; a finished one is not resumed, so materializing again trains again."""
     path = folder / CHECKPOINT_FILE
     if not path.exists():
         return None
     saved = torch.load(path, weights_only=False)
-    if saved["state"]["step"] >= total_steps:
+    if saved["state"]["finished"]:
         return None
-    parameters = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in saved["trainable"].items():
-            parameters[name].copy_(value)
+    _load_trainable(model, saved["trainable"])
     optimizer.load_state_dict(saved["optimizer"])
-    schedule.load_state_dict(saved["schedule"])
     _set_rng_state(saved["rng"])
     raw = saved["state"]
     return TrainState(
-        step=raw["step"],
-        epoch=raw["epoch"],
-        next_batch=raw["next_batch"],
-        steps=[StepRecord(**record) for record in raw["steps"]],
-        val_losses=[tuple(pair) for pair in raw["val_losses"]],
+        **{
+            **raw,
+            "steps": [StepRecord(**record) for record in raw["steps"]],
+            "validations": [ValidationRecord(**record) for record in raw["validations"]],
+        }
     )
+
+
+def _load_trainable(model, weights: dict[str, torch.Tensor]) -> None:
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            parameters[name].copy_(value)
 
 
 def _seed_everything(seed: int) -> None:

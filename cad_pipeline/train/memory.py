@@ -1,11 +1,13 @@
-"""Peak-memory planner for single-GPU LoRA training: which (micro-batch, accumulation, length, checkpointing) fit.
+"""Peak-memory planner for single-GPU training, LoRA or full: which (micro-batch, accumulation, length, checkpointing) fit.
 
 The model is the one in the training reference (training.md, A.3 "Memory estimation (single GPU, LoRA)"):
 
     M ~= W + O + A + L + C
 
-* W, frozen weights = total_parameters * weight_bytes.
+* W, weights = total_parameters * weight_bytes, frozen and trained alike.
 * O, optimizer state = trainable_parameters * 16 bytes: fp32 master copy (4) + fp32 gradient (4) + Adam m and v (4 + 4).
+  With LoRA the trainable parameters are the adapters and the connector; in full mode they are every parameter (the
+  vision tower's unless it is frozen), so O is then the largest term.
 * A, activations kept for backward. T = batch_size * max_length is the number of *padded* tokens in the micro-batch:
   the padded length, not the mean length, decides an out-of-memory error.
   * Without checkpointing, A = T * layers * k * hidden. k is Korthikanti et al. 2022 (arXiv 2205.05198) eq. 6, in
@@ -19,7 +21,7 @@ The model is the one in the training reference (training.md, A.3 "Memory estimat
   * k is scaled by activation_bytes / 2, so fp32 activations cost twice the 16-bit bytes.
   * Attention is assumed to be flash or memory-efficient SDPA. Eager attention would add the reference's
     T * layers * 5 * heads * max_length bytes for the attention probabilities; this model leaves that term out.
-  * When the vision tower is trained (LoRA on it), each image adds image_tokens * vision_layers * 34 * vision_hidden
+  * When the vision tower is trained (LoRA on it, or full training), each image adds image_tokens * vision_layers * 34 * vision_hidden
     bytes at 16-bit. 34 is the GPT-style k: SigLIP and CLIP have an ungated GELU MLP of about 4 * hidden. The tower
     is counted without checkpointing, as in the reference's worked example. That is conservative if the trainer
     checkpoints the tower too. A frozen tower runs under no_grad and keeps nothing.
@@ -63,7 +65,7 @@ class ModelShape:
     """
 
     total_parameters: int
-    trainable_parameters: int  # LoRA + connector (+ anything else trained)
+    trainable_parameters: int  # LoRA + connector, or every parameter in full mode
     layers: int  # language-model decoder layers
     hidden: int  # language-model hidden size
     intermediate: int  # MLP intermediate size
@@ -72,7 +74,7 @@ class ModelShape:
     image_tokens: int  # tokens one image expands to
     vision_layers: int
     vision_hidden: int
-    vision_trained: bool  # vision-tower LoRA on: its activations are kept
+    vision_trained: bool  # vision tower trained (LoRA or full): its activations are kept
     weight_bytes: float  # bytes per frozen weight (4 fp32, 2 bf16/fp16)
     activation_bytes: float  # bytes per activation element (same rule)
 

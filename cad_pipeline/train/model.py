@@ -1,10 +1,13 @@
-"""The base model to fine-tune, from local folders only, and the LoRA adapter put on it."""
+"""The base model to fine-tune, from local folders only; what of it trains (a LoRA adapter, or every weight); the
+trained model saved and loaded back exactly, with its base beside it for comparison."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,15 +16,17 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
-from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
+from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
 from cad_pipeline.train.tinyllava import TinyLlavaParts, is_tinyllava_checkpoint, load_tinyllava
 from cad_pipeline.train.tiny import write_tiny_model
 
 TRAIN_CONFIG_FILE = "train_config.json"
 TINY_BASE_FOLDER = "base_model"
-"""Where a run keeps the tiny base model it built, beside its adapter."""
+"""Where a run keeps the tiny base model it built, beside its trained model."""
 CONNECTOR_NAMES = ("multi_modal_projector",)
 """The connector between vision tower and language model, trained in full as TinyLLaVA and OpenECAD do."""
+PARTS = ("language_model", "connector", "vision_tower")
+"""The parts of a LLaVA-style model, as the run's params report what trains."""
 
 transformers_logging.disable_progress_bar()
 
@@ -68,30 +73,65 @@ def load_base_model(config: TrainConfig, device: torch.device, dtype: torch.dtyp
 
 
 @dataclass
-class TrainedAdapter:
-    model: PeftModel
+class TrainedModel:
+    model: torch.nn.Module
+    """A peft model (lora) or the whole fine-tuned model (full), in eval mode."""
     processor: object
     config: TrainConfig
-    """The settings it was trained with."""
+    """The settings it was trained with, train_mode resolved to 'lora' or 'full'."""
     device: torch.device
     dtype: torch.dtype
+    folder: Path
+
+    @contextmanager
+    def as_base(self) -> Iterator[torch.nn.Module]:
+        """The model before fine-tuning, to compare against: after LoRA the same model with its adapter switched
+        off (LoRA layers and the trained connector alike, no second copy in memory); after full training the base
+        weights, loaded as a second model for as long as the block runs."""
+        if self.config.train_mode == "lora":
+            with self.model.disable_adapter():
+                yield self.model
+            return
+        base = load_base_model(_base_settings(self.config, self.folder), self.device, self.dtype, self.folder.parent, [])
+        yield base.model.eval()
 
 
-def load_adapter(adapter_dir: Path) -> TrainedAdapter:
-    """A trained adapter on its base model, on the device and in the dtype its settings resolve to here. The tiny
-    base model is the one saved beside the adapter (it was built for that run); any other is the folder named."""
-    settings_file = adapter_dir / TRAIN_CONFIG_FILE
+def save_trained(model: torch.nn.Module, processor, config: TrainConfig, folder: Path) -> None:
+    """The adapter (lora) or the whole model (full), the processor, and the settings with the train mode resolved,
+    which `load_trained` reads; whatever the folder held before goes, so it never mixes two kinds."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    settings = replace(config, train_mode=resolved_train_mode(config))
+    (folder / TRAIN_CONFIG_FILE).write_text(json.dumps(settings.to_json(), indent=1))
+
+
+def load_trained(folder: Path) -> TrainedModel:
+    """A model `save_trained` wrote, exactly as it was trained, on the device and in the dtype its settings resolve
+    to here: the adapter on its base model, or the whole model. The tiny base model is the one saved beside the
+    folder (it was built for that run); any other is the folder the settings name."""
+    settings_file = folder / TRAIN_CONFIG_FILE
     if not settings_file.is_file():
-        raise FileNotFoundError(f"{adapter_dir} is not a trained adapter: {TRAIN_CONFIG_FILE} is missing (train one with `cad-pipeline train`)")
-    config = TrainConfig(**json.loads(settings_file.read_text()))
+        raise FileNotFoundError(f"{folder} holds no trained model: {TRAIN_CONFIG_FILE} is missing (train one with `cad-pipeline train`)")
+    settings = json.loads(settings_file.read_text())
+    settings.setdefault("train_mode", "lora")  # written before full training existed, when every run was LoRA
+    config = TrainConfig(**settings)
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    base_config = replace(config, base_model=str(adapter_dir.parent / TINY_BASE_FOLDER)) if config.base_model == "tiny" else config
-    base = load_base_model(base_config, device, dtype, adapter_dir.parent, [])
-    model = PeftModel.from_pretrained(base.model, adapter_dir, local_files_only=True).to(device)
-    return TrainedAdapter(model.eval(), base.processor, config, device, dtype)
+    if config.train_mode == "lora":
+        base = load_base_model(_base_settings(config, folder), device, dtype, folder.parent, [])
+        model, processor = PeftModel.from_pretrained(base.model, folder, local_files_only=True).to(device), base.processor
+    else:
+        whole = load_base_model(replace(config, base_model=str(folder)), device, dtype, folder.parent, [])
+        model, processor = whole.model, whole.processor
+    return TrainedModel(model.eval(), processor, config, device, dtype, folder)
+
+
+def _base_settings(config: TrainConfig, folder: Path) -> TrainConfig:
+    return replace(config, base_model=str(folder.parent / TINY_BASE_FOLDER)) if config.base_model == "tiny" else config
 
 
 def lora_targets(model: torch.nn.Module, vision: bool) -> list[str]:
@@ -121,8 +161,43 @@ def add_lora(model: torch.nn.Module, config: TrainConfig) -> PeftModel:
     return get_peft_model(model, lora)
 
 
+def make_trainable(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Module:
+    """The model as its train mode trains it: wrapped with LoRA (lora), or with every parameter requiring gradients,
+    the vision tower's unless `freeze_vision_tower` (full)."""
+    if resolved_train_mode(config) == "lora":
+        return add_lora(model, config)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(not (config.freeze_vision_tower and part_of(name) == "vision_tower"))
+    return model
+
+
+def part_of(parameter_name: str) -> str:
+    """The part a parameter belongs to: the vision tower, the connector, else the language model (head included)."""
+    if "vision_tower." in parameter_name:
+        return "vision_tower"
+    if any(f"{name}." in parameter_name for name in CONNECTOR_NAMES):
+        return "connector"
+    return "language_model"
+
+
 def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+
+
+def trainable_parameters_by_part(model: torch.nn.Module) -> dict[str, int]:
+    counts = dict.fromkeys(PARTS, 0)
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            counts[part_of(name)] += parameter.numel()
+    return counts
+
+
+def trained_parts(model: torch.nn.Module, config: TrainConfig) -> dict[str, str]:
+    """How each part trains, read from the parameters that take gradients: 'lora r=16', 'full' or 'frozen'."""
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    trained = {part_of(name) for name in trainable}
+    with_lora = {part_of(name) for name in trainable if "lora_" in name}
+    return {part: f"lora r={config.lora_rank}" if part in with_lora else "full" if part in trained else "frozen" for part in PARTS}
 
 
 def _optional_path(value: str) -> Path | None:

@@ -24,9 +24,9 @@ from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_
 from cad_pipeline.dataset.subset import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
-from cad_pipeline.train.loop import TrainState, optimizer_and_schedule, optimizer_step, plan_steps
+from cad_pipeline.train.loop import TrainState, make_optimizer, optimizer_step, plan_steps
 from cad_pipeline.train.memory import ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
-from cad_pipeline.train.model import trainable_parameters
+from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
 from cad_pipeline.train.session import open_session
 
 
@@ -91,7 +91,7 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
     by_size = sorted(range(len(groups)), key=sizes.__getitem__)
     timed_indices = [by_size[round(i * (len(groups) - 1) / max(1, steps - 1))] for i in range(steps)]
     warm_indices = list(range(min(warmup, len(groups))))  # the epoch's first steps, the longest batch among them
-    optimizer, schedule = optimizer_and_schedule(model, config, plan_steps(len(samples), config).total_steps)
+    optimizer = make_optimizer(model, config)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -99,7 +99,7 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
     records, state = [], TrainState()
     for index in warm_indices + timed_indices:
         group = [[samples[i] for i in batch] for batch in groups[index]]
-        records.append(optimizer_step(model, processor, optimizer, schedule, group, config, device, dtype, packed, state))
+        records.append(optimizer_step(model, processor, optimizer, config.learning_rate, group, config, device, dtype, packed, state))
     warm, timed = records[: len(warm_indices)], records[len(warm_indices) :]
     fixed, per_token = _fit_line([sizes[i] for i in timed_indices], [r.seconds for r in timed])
     predicted = [fixed + per_token * size for size in sizes]
@@ -179,8 +179,9 @@ def project_scales(
     return projections
 
 
-def model_shape(model, config: TrainConfig, dtype: torch.dtype) -> ModelShape:
-    """The memory model's view of a LLaVA-style model (text_config / vision_config)."""
+def model_shape(model, dtype: torch.dtype) -> ModelShape:
+    """The memory model's view of a LLaVA-style model (text_config / vision_config) as its train mode set it up:
+    every parameter trainable in full mode, the adapters and the connector with LoRA."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text, vision = base.config.text_config, base.config.vision_config
     size = torch.tensor([], dtype=dtype).element_size()
@@ -195,7 +196,7 @@ def model_shape(model, config: TrainConfig, dtype: torch.dtype) -> ModelShape:
         image_tokens=getattr(base.config, "image_seq_length", 0) or 0,
         vision_layers=vision.num_hidden_layers,
         vision_hidden=vision.hidden_size,
-        vision_trained=config.lora_vision,
+        vision_trained=trainable_parameters_by_part(model)["vision_tower"] > 0,
         weight_bytes=size,
         activation_bytes=size,
     )
@@ -310,7 +311,7 @@ def make_plan(
     per_model = len(session.train.samples) / train_models
     projections = project_scales(measurement, config, per_model, (scale, train_models), scales, render_models_per_second)
     budget = budget_bytes or device_memory_bytes(session.device)
-    factor, rows = memory_plan(model_shape(session.model, config, session.dtype), measurement, config, budget, session.device.type == "cuda")
+    factor, rows = memory_plan(model_shape(session.model, session.dtype), measurement, config, budget, session.device.type == "cuda")
     return TrainingPlan(measurement, projections, render_models_per_second, factor, budget, rows)
 
 

@@ -1,4 +1,4 @@
-"""One tracked fine-tuning run: train, save the adapter with what it needs to reload, record it all in MLflow."""
+"""One tracked fine-tuning run: train, save the model (adapter or whole) with what it needs to reload, record it all in MLflow."""
 
 from __future__ import annotations
 
@@ -9,24 +9,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param
 
-from cad_pipeline.train.config import TrainConfig
-from cad_pipeline.train.loop import StepRecord, TrainState, train
-from cad_pipeline.train.model import TINY_BASE_FOLDER, TRAIN_CONFIG_FILE, trainable_parameters
+from cad_pipeline.train.config import TrainConfig, resolved_train_mode
+from cad_pipeline.train.loop import StepRecord, TrainState, ValidationRecord, train
+from cad_pipeline.train.model import TINY_BASE_FOLDER, save_trained, trainable_parameters, trainable_parameters_by_part, trained_parts
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
 
 ADAPTER_NAME = "adapter"
-"""The adapter's folder in a run's output folder."""
+"""The trained model's folder in a run's output folder: the LoRA adapter, or the whole model after full training."""
 RUN_FILE = "run.json"
-"""Beside the adapter: the MLflow run that trained it, so its evaluation is logged next to it."""
+"""Beside the trained model: the MLflow run that trained it, so its evaluation is logged next to it."""
 PARAM_VALUE_LIMIT = 6000
 """MLflow's longest param value; paths beyond it are cut rather than failing the run."""
 
 
 @dataclass(frozen=True)
 class TrainingRun:
+    config: TrainConfig
     state: TrainState
     adapter: Path
     loss_curve: Path
@@ -37,8 +38,14 @@ class TrainingRun:
     params: dict
 
     @property
+    def saved_validation(self) -> ValidationRecord:
+        """The validation of the weights saved: the best one with keep_best, else the last."""
+        return self.state.best if self.config.keep_best and self.state.best else self.state.validations[-1]
+
+    @property
     def validation_before_and_after(self) -> tuple[float, float]:
-        return self.state.val_losses[0][1], self.state.val_losses[-1][1]
+        """The validation loss before training, and of the weights saved."""
+        return self.state.validations[0].loss, self.saved_validation.loss
 
     @property
     def seconds_per_step(self) -> float:
@@ -58,6 +65,7 @@ def run_training(
 ) -> TrainingRun:
     """Checkpoints live under out_dir keyed by the settings, so re-running after a kill resumes that run."""
     session = open_session(config, partition_dir, out_dir)
+    parts = trained_parts(session.model, config)
     client = tracking.client()
     experiment = tracking.experiment_id(client)
     run_id = client.create_run(experiment, run_name=run_name, tags=tags).info.run_id
@@ -72,6 +80,9 @@ def run_training(
         "dropped_too_long": len(session.train.too_long) + len(session.val.too_long),
         "total_parameters": sum(p.numel() for p in session.model.parameters()),
         "trainable_parameters": trainable_parameters(session.model),
+        **{f"trainable_parameters_{part}": count for part, count in trainable_parameters_by_part(session.model).items()},
+        "train_mode_resolved": resolved_train_mode(config),
+        "trained_parts": ", ".join(f"{part}: {how}" for part, how in parts.items()),
         "resolved_device": str(session.device),
         "resolved_dtype": str(session.dtype),
     }
@@ -82,14 +93,16 @@ def run_training(
             session.model, session.processor, session.train.samples, session.val.samples, config, session.device, session.dtype,
             out_dir / "checkpoints" / settings_key(config), session.packed,
             on_step=lambda record: (log_step(client, run_id, record), report and report(record)),
-            on_validation=lambda step, loss: client.log_metric(run_id, "val_loss", loss, step=step),
+            on_validation=lambda record: client.log_metric(run_id, "val_loss", record.loss, step=record.step),
         )  # fmt: skip
         seconds = time.perf_counter() - started
+        if state.best:
+            now = int(time.time() * 1000)
+            best = {"best_val_loss": state.best.loss, "best_step": state.best.step, "best_epoch": state.best.epoch}
+            client.log_batch(run_id, metrics=[Metric(name, float(value), now, state.step) for name, value in best.items()])
         adapter = out_dir / ADAPTER_NAME
-        session.model.save_pretrained(adapter)
-        session.processor.save_pretrained(adapter)
-        (adapter / TRAIN_CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=1))
-        curve = loss_curve_png(state.steps, state.val_losses, out_dir / "loss_curve.png")
+        save_trained(session.model, session.processor, config, adapter)
+        curve = loss_curve_png(state, out_dir / "loss_curve.png")
         client.log_artifacts(run_id, str(adapter), "adapter")
         client.log_artifact(run_id, str(curve))
         if config.base_model == "tiny":
@@ -101,7 +114,7 @@ def run_training(
     run_url = tracking.run_url(experiment, run_id)
     record = {"run_id": run_id, "experiment_id": experiment, "run_url": run_url, "tracking_uri": tracking.tracking_uri}
     (out_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
-    return TrainingRun(state, adapter, curve, experiment, run_id, run_url, seconds, params)
+    return TrainingRun(config, state, adapter, curve, experiment, run_id, run_url, seconds, params)
 
 
 def settings_key(config: TrainConfig) -> str:

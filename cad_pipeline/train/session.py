@@ -1,4 +1,4 @@
-"""Everything a training run, a plan or a benchmark starts from: the partition's samples and the LoRA-wrapped model."""
+"""Everything a training run, a plan or a benchmark starts from: the partition's samples and the model set up for its train mode."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
 from cad_pipeline.train.data import SampleSet, prepare_samples, question_and_answer, read_records
-from cad_pipeline.train.model import BaseModel, add_lora, flash_attention_available, load_base_model
+from cad_pipeline.train.model import BaseModel, flash_attention_available, load_base_model, make_trainable
 
 IMAGE_FOLDER = "images"
 
@@ -44,7 +44,7 @@ def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> Tr
     if config.validation_samples:
         val_records = val_records[: config.validation_samples]
     base = load_base_model(config, device, dtype, work_dir, (question_and_answer(record)[1] for record in train_records))
-    model = add_lora(base.model, config)
+    model = make_trainable(base.model, config)
     images = partition_dir / IMAGE_FOLDER
     train = prepare_samples(train_records, images, base.processor, config.max_length)
     val = prepare_samples(val_records, images, base.processor, config.max_length)

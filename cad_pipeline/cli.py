@@ -116,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--adapter", type=Path, required=True, help="a trained model's folder, LoRA or full (<partition>/lora_adapter/adapter)")
     _add_partition_argument(evaluate)
-    evaluate.add_argument("--out", type=Path, help="folder for samples.parquet, aggregates.json and gallery.png (default: <partition>/evaluation)")
+    evaluate.add_argument(
+        "--out", type=Path, help="folder for answers.jsonl, samples.parquet, aggregates.json and gallery.png (default: <partition>/evaluation)"
+    )
     _add_evaluation_options(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
@@ -244,6 +246,10 @@ def _evaluate(args) -> int:
     print(result.markdown())
     print()
     print("validation loss: " + ", ".join(f"{variant} {loss:.4f}" for variant, loss in result.validation_loss.items()))
+    stops = (f"{variant} " + ", ".join(f"{reason} {count}" for reason, count in counts.items()) for variant, counts in result.stop_reasons.items())
+    print("stop reasons: " + "; ".join(stops))
+    cut = [f"{variant} {len(ids)}: {', '.join(ids)}" for variant, ids in result.cut_samples.items() if ids]
+    print("cut (the overall generation budget ran out; a rerun generates them): " + "; ".join(cut) if cut else "cut: none")
     print(f"per-sample table: {out / SAMPLES_FILE}")
     print(f"gallery ({', '.join(f'{rank} {sample_id}' for rank, sample_id in result.gallery)}): {result.gallery_path}")
     print(f"MLflow run: {result.run_url} (start the UI with: {_mlflow_ui_command(tracking)})")

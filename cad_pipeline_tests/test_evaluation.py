@@ -1,5 +1,6 @@
 """The evaluation around the model: validation samples picked across models, answers scored in sandboxes of a
-real process pool against real OpenCASCADE solids, the aggregates and their markdown table, and the gallery."""
+real process pool against real OpenCASCADE solids, the aggregates and their markdown table, and the gallery; samples
+the generation budget cut are listed and counted but never scored."""
 
 import json
 import math
@@ -21,6 +22,7 @@ from cad_pipeline.evaluate.evaluation import (
     ADAPTER,
     AGGREGATES,
     BASE,
+    CUT,
     aggregate,
     aggregates_markdown,
     evaluation_samples,
@@ -28,6 +30,7 @@ from cad_pipeline.evaluate.evaluation import (
     score_answers,
 )
 from cad_pipeline.evaluate.gallery import CELL, DrawJob, draw_row, no_solid_cell
+from cad_pipeline.evaluate.generate import END_TOKEN, TIME, TOKEN_LIMIT, Answer
 from cad_pipeline.parallel import process_pool
 from cad_pipeline.render.batch import image_file_name
 from cad_pipeline_tests.conftest import REAL_SAMPLES
@@ -133,6 +136,10 @@ def truth_answer(sample) -> str:
     return sample.record["conversations"][1]["value"]
 
 
+def answered(text: str, stop_reason: str = END_TOKEN, new_tokens: int = 300, seconds: float = 2.5) -> Answer:
+    return Answer(stop_reason, new_tokens, seconds, text)
+
+
 @pytest.fixture(scope="module")
 def scored(partition, corpus, pool, tmp_path_factory):
     """The adapter answers each sample with its own truth; the base answers hostile code, prose, and code that
@@ -142,11 +149,11 @@ def scored(partition, corpus, pool, tmp_path_factory):
     cut_first = samples[2].truth_code.replace("operation= 0", "operation= 2", 1)
     assert cut_first != samples[2].truth_code
     answers = {
-        ADAPTER: [truth_answer(sample) for sample in samples],
+        ADAPTER: [answered(truth_answer(sample)) for sample in samples],
         BASE: [
-            f'Here you go:\n```python\nimport os\nos.system("touch {sentinel}")\n```',
-            "I am sorry, I cannot write code for this picture.",
-            f"Of course, here are the codes:\n```python{cut_first}```",
+            answered(f'Here you go:\n```python\nimport os\nos.system("touch {sentinel}")\n```'),
+            answered("I am sorry, I cannot write code for this picture.", TIME, 41, 300.2),
+            answered(f"Of course, here are the codes:\n```python{cut_first}```", TOKEN_LIMIT, 2048),
         ],
     }
     return samples, score_answers(samples, answers, pool, SCORE_TIMEOUT), sentinel
@@ -164,6 +171,7 @@ def test_the_truths_own_answers_score_perfectly(scored):
     assert (adapter.command_accuracy == 1.0).all() and (adapter.parameter_accuracy == 1.0).all()
     assert (adapter.curve_accuracy == 100.0).all() and (adapter.loop_accuracy == 100.0).all()
     assert list(adapter.code) == [s.truth_code for s in samples]
+    assert list(adapter.stop_reason) == [END_TOKEN] * 3 and list(adapter.new_tokens) == [300] * 3 and list(adapter.generation_seconds) == [2.5] * 3
 
 
 def test_bad_base_answers_are_invalid_with_their_reason_and_nothing_ran(scored):
@@ -176,6 +184,8 @@ def test_bad_base_answers_are_invalid_with_their_reason_and_nothing_ran(scored):
     assert not sentinel.exists()
     assert pd.isna(base.code.iloc[1])
     assert list(base.curve_accuracy) == [0.0, 0.0, 100.0] and list(base.loop_accuracy) == [0.0, 0.0, 100.0]
+    assert list(base.stop_reason) == [END_TOKEN, TIME, TOKEN_LIMIT] and list(base.new_tokens) == [300, 41, 2048]
+    assert list(base.generation_seconds) == [2.5, 300.2, 2.5]
 
 
 def test_aggregates_of_perfect_and_failed_answers(scored):
@@ -183,7 +193,9 @@ def test_aggregates_of_perfect_and_failed_answers(scored):
     result = aggregate(table)
     assert list(result) == [ADAPTER, BASE]
     adapter, base = result[ADAPTER], result[BASE]
-    assert adapter["samples"] == 3.0 and adapter["invalid_ratio_pct"] == 0.0
+    assert adapter["samples"] == 3.0 and adapter["invalid_ratio_pct"] == 0.0 and adapter["samples_cut"] == 0.0
+    assert (adapter["stopped_end_token"], adapter["stopped_token_limit"], adapter["stopped_time"]) == (3.0, 0.0, 0.0)
+    assert (base["stopped_end_token"], base["stopped_token_limit"], base["stopped_time"]) == (1.0, 1.0, 1.0)
     assert adapter["command_accuracy_pct"] == 100.0 and adapter["parameter_accuracy_pct"] == 100.0
     assert adapter["iou_mean_pct"] == pytest.approx(100.0, abs=1e-3) and adapter["iou_median_pct"] == pytest.approx(100.0, abs=1e-3)
     assert adapter["chamfer_deepcad_paired_median_x1e3"] == pytest.approx(0.0, abs=1e-6)
@@ -199,7 +211,7 @@ def test_answers_whose_scoring_times_out_keep_their_code_scores(partition, corpu
     samples = evaluation_samples(partition, corpus, len(MODEL_IDS))
     truncated = samples[1].truth_code[: samples[1].truth_code.index("add_loop")]
     answers = [truth_answer(samples[0]), f"```python{truncated}```", "no code at all"]
-    table = score_answers(samples, {ADAPTER: answers}, pool, 1e-4)
+    table = score_answers(samples, {ADAPTER: [answered(answer) for answer in answers]}, pool, 1e-4)
     assert not table.valid.any() and table.iou.isna().all()
     assert all(failure.startswith("no_solid") and "timeout" in failure for failure in table.failure)
     expected_curves = [curve_accuracy(extract_code(answer), sample.truth_code) for answer, sample in zip(answers, samples)]
@@ -208,7 +220,32 @@ def test_answers_whose_scoring_times_out_keep_their_code_scores(partition, corpu
     assert expected_curves[0] == 100.0 and expected_loops[1] == 0.0
 
 
-def score_row(variant, name, valid, scores, curve, loop):
+def test_cut_samples_keep_their_rows_but_are_neither_scored_nor_aggregated(partition, corpus, pool):
+    """The adapter answered two samples and had the third cut; the base had all three cut."""
+    samples = evaluation_samples(partition, corpus, len(MODEL_IDS))
+    answers = {ADAPTER: [answered(truth_answer(samples[0])), None, answered("no code at all", TIME, 7, 300.1)], BASE: [None, None, None]}
+    table = score_answers(samples, answers, pool, SCORE_TIMEOUT)
+    assert list(zip(table.variant, table.sample_id)) == [(variant, s.id) for variant in (ADAPTER, BASE) for s in samples]
+    cut = table[table.stop_reason == CUT]
+    assert list(zip(cut.variant, cut.sample_id)) == [(ADAPTER, samples[1].id)] + [(BASE, s.id) for s in samples]
+    assert not cut.valid.any() and all(failure.startswith("cut:") for failure in cut.failure)
+    assert cut.answer.isna().all() and cut.code.isna().all() and cut.iou.isna().all() and cut.curve_accuracy.isna().all()
+    assert (cut.new_tokens == 0).all() and (cut.generation_seconds == 0.0).all()
+    answered_rows = table[table.stop_reason != CUT]
+    assert list(answered_rows.valid) == [True, False] and list(answered_rows.stop_reason) == [END_TOKEN, TIME]
+
+    result = aggregate(table)
+    adapter, base = result[ADAPTER], result[BASE]
+    assert (adapter["samples"], adapter["samples_cut"], adapter["invalid_ratio_pct"], adapter["curve_accuracy_pct"]) == (2.0, 1.0, 50.0, 50.0)
+    assert (adapter["stopped_end_token"], adapter["stopped_token_limit"], adapter["stopped_time"]) == (1.0, 0.0, 1.0)
+    assert adapter["iou_mean_pct"] == pytest.approx(100.0, abs=1e-3), "the mean of the one valid sample"
+    assert (base["samples"], base["samples_cut"], base["stopped_end_token"]) == (0.0, 3.0, 0.0)
+    assert all(math.isnan(base[name]) for name, (statistic, *_) in AGGREGATES.items() if statistic not in ("count", "cut", "stopped"))
+    rows = {line.split("|")[1].strip(): line for line in aggregates_markdown(result).splitlines()}
+    assert rows["samples_cut"].startswith("| samples_cut | 1 | 3 |  |") and rows["invalid_ratio_pct"].startswith("| invalid_ratio_pct | 50 | n/a | n/a |")
+
+
+def score_row(variant, name, valid, scores, curve, loop, stop_reason=END_TOKEN):
     """One row as `score_answers` writes it; scores = (command, parameter, chamfer_deepcad, chamfer_cad_recode, iou).
     The paired Chamfer distances are a tenth of the independent ones, as a better-matched reading would be."""
     command, parameter, chamfer_deepcad, chamfer_cad_recode, iou = scores
@@ -220,28 +257,36 @@ def score_row(variant, name, valid, scores, curve, loop):
         "variant": variant, "sample_id": name, "model_id": f"0000/{name}", "image": f"0000_{name}_front.png",
         "valid": valid, "failure": None if valid else "no_solid: hand-made", "command_accuracy": command,
         "parameter_accuracy": parameter, "chamfer_deepcad": chamfer_deepcad, "chamfer_cad_recode": chamfer_cad_recode,
-        **paired, "iou": iou, "curve_accuracy": curve, "loop_accuracy": loop, "answer": "", "code": None,
+        **paired, "iou": iou, "curve_accuracy": curve, "loop_accuracy": loop, "stop_reason": stop_reason, "new_tokens": 10,
+        "generation_seconds": 1.0, "answer": "", "code": None,
     }  # fmt: skip
 
 
 def test_aggregates_of_hand_made_scores():
-    """Means and medians differ on these numbers, and the invalid row carries scores that would move every
-    geometric mean if it were wrongly included."""
+    """Means and medians differ on these numbers; the invalid row carries scores that would move every geometric
+    mean if it were wrongly included, and the cut rows scores that would move every number."""
     table = pd.DataFrame(
         [
             score_row(ADAPTER, "a", True, (1.0, 0.9, 0.001, 0.003, 0.2), 100.0, 100.0),
-            score_row(ADAPTER, "b", True, (0.5, 0.6, 0.002, 0.004, 0.4), 50.0, 100.0),
+            score_row(ADAPTER, "b", True, (0.5, 0.6, 0.002, 0.004, 0.4), 50.0, 100.0, TOKEN_LIMIT),
             score_row(ADAPTER, "c", True, (0.75, 0.3, 0.009, 0.011, 0.9), 80.0, 50.0),
-            score_row(ADAPTER, "d", False, (0.0, 0.0, 5.0, 5.0, 0.0), 10.0, 50.0),
-            score_row(ADAPTER, "e", False, (None, None, None, None, None), 0.0, 0.0),
+            score_row(ADAPTER, "d", False, (0.0, 0.0, 5.0, 5.0, 0.0), 10.0, 50.0, TIME),
+            score_row(ADAPTER, "e", False, (None, None, None, None, None), 0.0, 0.0, TIME),
+            score_row(ADAPTER, "f", True, (0.0, 0.0, 9.0, 9.0, 0.0), 0.0, 0.0, CUT),
             score_row(BASE, "a", False, (None, None, None, None, None), 40.0, 100.0),
             score_row(BASE, "b", True, (0.25, 0.5, 0.004, 0.006, 0.8), 20.0, 0.0),
+            score_row(BASE, "c", False, (None, None, None, None, None), 0.0, 0.0, CUT),
+            score_row(BASE, "d", False, (None, None, None, None, None), 0.0, 0.0, CUT),
         ]
     )
     result = aggregate(table)
     assert result[ADAPTER] == pytest.approx(
         {
             "samples": 5.0,
+            "samples_cut": 1.0,
+            "stopped_end_token": 2.0,
+            "stopped_token_limit": 1.0,
+            "stopped_time": 2.0,
             "invalid_ratio_pct": 40.0,
             "command_accuracy_pct": 75.0,
             "parameter_accuracy_pct": 60.0,
@@ -260,6 +305,10 @@ def test_aggregates_of_hand_made_scores():
     assert result[BASE] == pytest.approx(
         {
             "samples": 2.0,
+            "samples_cut": 2.0,
+            "stopped_end_token": 2.0,
+            "stopped_token_limit": 0.0,
+            "stopped_time": 0.0,
             "invalid_ratio_pct": 50.0,
             "command_accuracy_pct": 25.0,
             "parameter_accuracy_pct": 50.0,
@@ -295,7 +344,7 @@ def test_the_markdown_table_shows_the_change_and_keeps_its_columns():
     assert list(rows) == names
     for name in names:
         change = rows[name][3]
-        if name == "samples":
+        if name in ("samples", "samples_cut"):
             assert change == ""
         elif name in ("chamfer_deepcad_mean_x1e3", "iou_median_pct"):
             assert change == "n/a"
@@ -305,7 +354,7 @@ def test_the_markdown_table_shows_the_change_and_keeps_its_columns():
 
 
 def test_the_gallery_shows_the_best_median_and_worst_adapter_samples():
-    """Base rows, however good, never enter the adapter's gallery."""
+    """Base rows, however good, and cut samples, which would rank last, never enter the adapter's gallery."""
     no_scores = (None, None, None, None, None)
     table = pd.DataFrame(
         [
@@ -314,6 +363,8 @@ def test_the_gallery_shows_the_best_median_and_worst_adapter_samples():
             score_row(ADAPTER, "c", True, (1.0, 1.0, 0.001, 0.001, 0.7), 100.0, 100.0),
             score_row(ADAPTER, "d", False, no_scores, 0.0, 0.0),
             score_row(ADAPTER, "e", True, (1.0, 1.0, 0.001, 0.001, 0.3), 100.0, 100.0),
+            score_row(ADAPTER, "f", False, no_scores, math.nan, math.nan, CUT),
+            score_row(ADAPTER, "g", False, no_scores, math.nan, math.nan, CUT),
             score_row(BASE, "z", True, (1.0, 1.0, 0.0, 0.0, 1.0), 100.0, 100.0),
             score_row(BASE, "a", False, no_scores, 0.0, 0.0),
         ]

@@ -205,7 +205,9 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_a_model_that_r
 
 
 def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(settings, mlflow_settings):
-    """Runs after the training test, on the adapter it trained on the `full` partition."""
+    """Runs after the training test, on the adapter it trained on the `full` partition. Its overall generation budget
+    is spent by the adapter's first batch of three: the adapter's fourth sample and all of the base's are cut, and the
+    evaluation still materializes with what was generated."""
     import torch
     from mlflow.tracking import MlflowClient
 
@@ -220,7 +222,9 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
         [evaluation],
         resources={"settings": settings, "mlflow": mlflow_settings},
         partition_key="full",
-        run_config={"ops": {"evaluation": {"config": {"sample_limit": limit, "max_new_tokens": 24, "generation_batch_size": 3}}}},
+        run_config={
+            "ops": {"evaluation": {"config": {"sample_limit": limit, "max_new_tokens": 24, "generation_batch_size": 3, "generation_budget": 1e-6}}}
+        },
     )
     assert result.success
     metadata = result.asset_materializations_for_node("evaluation")[0].metadata
@@ -229,15 +233,29 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     adapter_rows, base_rows = table[table.variant == "adapter"], table[table.variant == "base"]
     assert list(adapter_rows.sample_id) == list(base_rows.sample_id)
     assert adapter_rows.model_id.nunique() == limit, "a small limit takes one view of each of several models"
+    assert list(adapter_rows.stop_reason == "cut") == [False, False, False, True] and (base_rows.stop_reason == "cut").all()
+    generated = adapter_rows[adapter_rows.stop_reason != "cut"]
+    assert set(generated.stop_reason) <= {"end_token", "token_limit"} and (generated.new_tokens <= 24).all()
+    assert (generated.new_tokens[generated.stop_reason == "token_limit"] == 24).all() and (generated.generation_seconds > 0).all()
     for row in table.itertuples():
         if row.valid:
             assert row.failure is None and 0.0 <= row.iou <= 1.0 and row.chamfer_deepcad >= 0.0
         else:
-            assert row.failure.split(":")[0] in {"no_code", "code_rejected", "no_solid"} and pd.isna(row.iou)
-    expected_invalid = 100.0 * (~adapter_rows.valid).sum() / limit
-    assert metadata["samples"].value == limit and metadata["invalid_ratio_pct"].value == pytest.approx(expected_invalid)
+            assert row.failure.split(":")[0] in {"no_code", "code_rejected", "no_solid", "cut"} and pd.isna(row.iou)
+    expected_invalid = 100.0 * (~generated.valid).sum() / 3
+    assert metadata["samples"].value == 3 and metadata["samples_cut"].value == 1
+    assert metadata["invalid_ratio_pct"].value == pytest.approx(expected_invalid)
+    cut_ids = {"adapter": list(adapter_rows.sample_id[3:]), "base": list(base_rows.sample_id)}
+    stops = {"adapter": {reason: int((generated.stop_reason == reason).sum()) for reason in ("end_token", "token_limit", "time")}}
+    assert metadata["cut_samples"].value == cut_ids
+    assert metadata["stop_reasons"].value == {**stops, "base": {"end_token": 0, "token_limit": 0, "time": 0}}
     assert "| invalid_ratio_pct |" in metadata["aggregates"].value and "adapter - base" in metadata["aggregates"].value
+    assert "| samples_cut | 1 | 4 |" in metadata["aggregates"].value
     assert "data:image/png;base64," in metadata["gallery"].value
+    folder = Path(metadata["per_sample"].value).parent
+    assert json.loads((folder / "aggregates.json").read_text())["cut_samples"] == cut_ids
+    answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()[1:]]
+    assert [(a["variant"], a["sample_id"], a["text"]) for a in answers] == [("adapter", row.sample_id, row.answer) for row in generated.itertuples()]
 
     client = MlflowClient(tracking_uri=mlflow_settings.tracking(settings).tracking_uri)
     run = client.get_run(metadata["mlflow_run_id"].value)
@@ -246,7 +264,9 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     assert run.data.tags["mlflow.parentRunId"] == training_run["run_id"] and run.data.tags["dagster_run_id"] == result.run_id
     assert client.get_run(training_run["run_id"]).data.tags["evaluation_run_id"] == run.info.run_id
     assert run.data.metrics["adapter.invalid_ratio_pct"] == pytest.approx(expected_invalid)
-    assert run.data.metrics["adapter.samples"] == limit and run.data.params["sample_limit"] == str(limit)
+    assert run.data.metrics["adapter.samples"] == 3 and run.data.params["sample_limit"] == str(limit)
+    assert run.data.metrics["adapter.samples_cut"] == 1 and run.data.metrics["base.samples_cut"] == limit
+    assert {reason: run.data.metrics[f"adapter.stopped_{reason}"] for reason in stops["adapter"]} == stops["adapter"]
     losses = {variant: run.data.metrics[f"{variant}.validation_loss"] for variant in ("adapter", "base")}
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"samples.parquet", "aggregates.json", "gallery.png"}
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "adapter_beats_base"]
@@ -262,19 +282,33 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     assert losses["base"] == pytest.approx(alone, rel=1e-5), "the baseline is the base model as it was before training"
 
 
-def test_evaluate_command_scores_an_adapter_without_its_baseline(settings, mlflow_settings, tmp_path, capsys, monkeypatch):
+def test_evaluate_command_without_baseline_prints_what_its_budget_cut(settings, mlflow_settings, tmp_path, capsys, monkeypatch):
+    """One sample a batch and a budget the first batch spends: the second sample is cut. The answers file carries the
+    fingerprint the adapter still has after the run, so the same command run again resumes it."""
     from cad_pipeline.cli import main
+    from cad_pipeline.evaluate.answers import generation_fingerprint
+    from cad_pipeline.evaluate.config import EvaluationConfig
 
     monkeypatch.setenv("CAD_PIPELINE_CORPUS", str(settings.corpus_path))
     monkeypatch.setenv("CAD_PIPELINE_DATA", settings.data_root)
     partition = Path(settings.data_root) / "partitions" / "full"
     arguments = ["--partition", str(partition), "--sample-limit", "2", "--max-new-tokens", "8", "--no-baseline", "--out", str(tmp_path)]
-    assert main(["evaluate", "--adapter", str(partition / "lora_adapter" / "adapter"), *arguments]) == 0
+    budgets = ["--generation-batch-size", "1", "--generation-budget", "1e-6"]
+    adapter = partition / "lora_adapter" / "adapter"
+    assert main(["evaluate", "--adapter", str(adapter), *arguments, *budgets]) == 0
     printed = capsys.readouterr().out
     assert "| metric | adapter | protocol |" in printed and "MLflow run: http://localhost:5000/#/experiments/" in printed
     table = pd.read_parquet(tmp_path / "samples.parquet")
-    assert list(table.variant) == ["adapter", "adapter"]
+    assert list(table.variant) == ["adapter", "adapter"] and list(table.stop_reason == "cut") == [False, True]
+    first_reason = table.stop_reason[0]
+    counts = ", ".join(f"{reason} {int(reason == first_reason)}" for reason in ("end_token", "token_limit", "time"))
+    assert f"stop reasons: adapter {counts}\n" in printed
+    assert f"cut (the overall generation budget ran out; a rerun generates them): adapter 1: {table.sample_id[1]}\n" in printed
     assert (tmp_path / "gallery.png").read_bytes().startswith(b"\x89PNG")
+    header, *answers = (tmp_path / "answers.jsonl").read_text().splitlines()
+    assert [json.loads(line)["sample_id"] for line in answers] == [table.sample_id[0]]
+    settings_used = EvaluationConfig(sample_limit=2, max_new_tokens=8, baseline=False, generation_batch_size=1, generation_budget=1e-6)
+    assert json.loads(header)["fingerprint"] == generation_fingerprint(adapter, settings_used)
 
 
 def test_estimate_prints_the_projections_and_the_memory_plan(settings, capsys, monkeypatch):

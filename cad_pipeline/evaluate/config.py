@@ -11,9 +11,25 @@ from cad_pipeline.options import option
 class EvaluationConfig:
     max_new_tokens: int = option(2048, "tokens generated per answer at most; an answer cut short usually has no closed python block")
     generation_batch_size: int = option(8, "validation samples generated together (prompts padded on the left)")
+    generation_batch_budget: float = option(
+        300.0,
+        "seconds one batch of answers may take (0: no limit); a batch that runs out stops every unfinished answer where it "
+        "is, with stop reason `time` (usually no closed python block)",
+    )
+    generation_budget: float = option(
+        3600.0,
+        "seconds the generation of every variant together may take (0: no limit); once spent no further batch starts (the "
+        "one under way finishes): the samples left are cut, listed and left out of the scores, and a rerun with the same "
+        "adapter and generation settings generates just them",
+    )
     sample_limit: int = option(0, "validation samples evaluated (0: all); taken across models, each model's first view before any second")
     baseline: bool = option(True, "also evaluate the base model without the adapter, so the report shows what the fine-tune changed")
     score_timeout: float = option(120.0, "seconds after which scoring one model's predictions is given up and counted invalid")
+
+    def __post_init__(self):
+        for name in ("generation_batch_budget", "generation_budget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is {getattr(self, name)}: give seconds, or 0 for no limit")
 
     def to_json(self) -> dict:
         return asdict(self)

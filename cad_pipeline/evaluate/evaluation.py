@@ -1,8 +1,10 @@
 """A trained adapter evaluated on its partition's validation samples: code generated from each picture, built through
 the safe interpreter and scored against the ground-truth model, beside the same evaluation of the base model alone.
 
-Everything a report needs is written to one folder: the per-sample table, the aggregates with their protocols, the
-gallery; the aggregates are also logged to MLflow as a child of the run that trained the adapter.
+Everything a report needs is written to one folder: the answers as they are generated, the per-sample table, the
+aggregates with their protocols, the gallery; the aggregates are also logged to MLflow as a child of the run that
+trained the adapter. Generation runs within its budgets: samples it had no time for are cut, listed and left out of
+the scores, and a rerun generates just those.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -23,11 +26,12 @@ from mlflow.exceptions import MlflowException
 
 from cad_pipeline.dataset.corpus import model_path
 from cad_pipeline.dataset.subset import MANIFEST
+from cad_pipeline.evaluate.answers import ANSWERS_FILE, AnswersFile, generation_fingerprint
 from cad_pipeline.evaluate.code_scores import extract_code
 from cad_pipeline.evaluate.config import EvaluationConfig
 from cad_pipeline.evaluate.gallery import DrawJob, draw_row, draw_row_failed, gallery_png
-from cad_pipeline.evaluate.generate import generate_answers
-from cad_pipeline.evaluate.score import PROTOCOLS, ScoreJob, score_job, score_job_failed
+from cad_pipeline.evaluate.generate import END_TOKEN, TIME, TOKEN_LIMIT, Answer, generate_answers
+from cad_pipeline.evaluate.score import PROTOCOLS, SampleScore, ScoreJob, score_job, score_job_failed
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.parallel import map_in_sandboxes
 from cad_pipeline.render.batch import image_owner
@@ -46,9 +50,19 @@ AGGREGATES_FILE = "aggregates.json"
 GALLERY_FILE = "gallery.png"
 SCORE_CHUNK = 4
 """Answers per worker task: small, so a slow solid holds up few others."""
+CUT = "cut"
+"""The stop reason of a sample that was never generated: the overall generation budget ran out before its batch."""
+CUT_SCORES = SampleScore(
+    "", False, f"{CUT}: not generated within the overall generation budget", curve_accuracy=math.nan, loop_accuracy=math.nan
+).metrics()
+"""The scores of a cut sample: none, as it was not evaluated."""
 
 AGGREGATES = {
     "samples": ("count", None, 1, "validation samples evaluated"),
+    "samples_cut": ("cut", None, 1, "validation samples not generated: the overall generation budget ran out first; left out of every other number"),
+    "stopped_end_token": ("stopped", END_TOKEN, 1, "answers that ended with the model's end token"),
+    "stopped_token_limit": ("stopped", TOKEN_LIMIT, 1, "answers stopped at max_new_tokens"),
+    "stopped_time": ("stopped", TIME, 1, "answers stopped unfinished when their batch ran out of its time budget"),
     "invalid_ratio_pct": ("invalid", None, 100, "percent of samples with no python block, rejected code or no solid (DeepCAD, CAD-Recode: IR)"),
     "command_accuracy_pct": ("mean", "command_accuracy", 100, PROTOCOLS["command_accuracy"] + "; mean over valid samples, percent"),
     "parameter_accuracy_pct": ("mean", "parameter_accuracy", 100, PROTOCOLS["parameter_accuracy"] + "; mean over valid samples, percent"),
@@ -63,7 +77,9 @@ AGGREGATES = {
     "curve_accuracy_pct": ("mean_all", "curve_accuracy", 1, PROTOCOLS["curve_accuracy"] + "; mean over all samples, invalid ones included"),
     "loop_accuracy_pct": ("mean_all", "loop_accuracy", 1, PROTOCOLS["loop_accuracy"] + "; mean over all samples, invalid ones included"),
 }  # fmt: skip
-"""Aggregate name -> (statistic, per-sample column, factor, protocol written next to the number)."""
+"""Aggregate name -> (statistic, per-sample column or stop reason, factor, protocol written next to the number)."""
+COUNTS = ("count", "cut")
+"""Statistics that count samples, so the adapter - base change means nothing for them."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +103,18 @@ class EvaluationResult:
     run_url: str
     adapter_run_id: str | None
     seconds: dict[str, float]
+    cut_samples: dict[str, list[str]]
+    """Variant -> ids of the samples the overall generation budget left no time for."""
 
     @property
     def variants(self) -> list[str]:
         return list(self.aggregates)
+
+    @property
+    def stop_reasons(self) -> dict[str, dict[str, int]]:
+        """Variant -> stop reason -> answers that ended for it."""
+        stopped = [(name, reason) for name, (statistic, reason, *_) in AGGREGATES.items() if statistic == "stopped"]
+        return {variant: {reason: int(values[name]) for name, reason in stopped} for variant, values in self.aggregates.items()}
 
     def markdown(self) -> str:
         return aggregates_markdown(self.aggregates)
@@ -141,7 +165,11 @@ def evaluate_adapter(
     if not samples:
         raise ValueError(f"{partition_dir / 'val.json'} has no validation samples to evaluate")
     variants = [ADAPTER, BASE] if config.baseline else [ADAPTER]
-    answers, losses, seconds = generate(load_trained(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log)
+    stored = AnswersFile(out_dir / ANSWERS_FILE, generation_fingerprint(adapter_dir, config))
+    if stored.restarted:
+        log(f"{stored.path} was written for another adapter or other generation settings: started anew")
+    answers, losses, seconds = generate(load_trained(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log, stored)
+    cut = {variant: [sample.id for sample, answer in zip(samples, answers[variant], strict=True) if answer is None] for variant in variants}
     started = time.perf_counter()
     table = score_answers(samples, answers, executor, config.score_timeout)
     seconds["scoring"] = time.perf_counter() - started
@@ -151,19 +179,28 @@ def evaluate_adapter(
     atomic_write_parquet(table, out_dir / SAMPLES_FILE)
     gallery = gallery_samples(table)
     atomic_write_bytes(out_dir / GALLERY_FILE, draw_gallery(gallery, samples, answers, executor, config.score_timeout))
-    report = {"aggregates": aggregates, "validation_loss": losses, "protocols": {name: spec[-1] for name, spec in AGGREGATES.items()}, "seconds": seconds}
+    protocols = {name: spec[-1] for name, spec in AGGREGATES.items()}
+    report = {"aggregates": aggregates, "validation_loss": losses, "protocols": protocols, "seconds": seconds, "cut_samples": cut}
     atomic_write_bytes(out_dir / AGGREGATES_FILE, json.dumps(report, indent=1).encode())
     params = {**config.to_json(), "adapter": str(adapter_dir), "partition_dir": str(partition_dir), "samples": len(samples)}
     run_id, run_url, adapter_run_id = log_evaluation(tracking, adapter_dir, run_name, tags, params, aggregates, losses, out_dir)
-    return EvaluationResult(aggregates, losses, gallery, out_dir, run_id, run_url, adapter_run_id, seconds)
+    return EvaluationResult(aggregates, losses, gallery, out_dir, run_id, run_url, adapter_run_id, seconds, cut)
 
 
 def generate(
-    trained: TrainedModel, samples: list[EvaluationSample], images: Path, config: EvaluationConfig, variants: list[str], log: Callable[[str], None]
-) -> tuple[dict[str, list[str]], dict[str, float], dict[str, float]]:
-    """Answers of each variant, and the validation loss of both (per answer token, over the samples that fit the
-    training's max_length): the base is the model before fine-tuning (`TrainedModel.as_base`)."""
+    trained: TrainedModel,
+    samples: list[EvaluationSample],
+    images: Path,
+    config: EvaluationConfig,
+    variants: list[str],
+    log: Callable[[str], None],
+    stored: AnswersFile,
+) -> tuple[dict[str, list[Answer | None]], dict[str, float], dict[str, float]]:
+    """Answers of each variant (None where the overall generation budget, shared by the variants, ran out first), and
+    the validation loss of both (per answer token, over the samples that fit the training's max_length): the base is
+    the model before fine-tuning (`TrainedModel.as_base`)."""
     answers, losses, seconds = {}, {}, {}
+    budget_left = config.generation_budget or math.inf
     settings = trained.config
     records = [sample.record for sample in samples]
     prepared = prepare_samples(records, images, trained.processor, settings.max_length).samples
@@ -171,51 +208,91 @@ def generate(
         with trained.as_base() if variant == BASE else nullcontext(trained.model) as model:
             losses[variant] = validation_loss(model, prepared, trained.processor, settings, trained.device, trained.dtype, packed=False)
             if variant in variants:
-                started = time.perf_counter()
-                answers[variant] = generate_answers(
-                    model, trained.processor, records, images, config.max_new_tokens, config.generation_batch_size, trained.device
-                )
-                seconds[f"generation_{variant}"] = time.perf_counter() - started
-                log(f"{variant}: {len(samples)} answers generated in {seconds[f'generation_{variant}']:.1f} s")
+                answers[variant], spent = answer_samples(model, trained, samples, images, config, variant, stored, budget_left, log)
+                seconds[f"generation_{variant}"] = spent
+                budget_left -= spent
         log(f"{variant}: validation loss {losses[variant]:.4f} on the evaluated samples")
     return answers, losses, seconds
 
 
-def draw_gallery(gallery: list[tuple[str, str]], samples: list[EvaluationSample], answers: dict[str, list[str]], executor: Executor, timeout: float) -> bytes:
-    """One row per gallery sample: the truth, then each variant's prediction."""
+def answer_samples(
+    model,
+    trained: TrainedModel,
+    samples: list[EvaluationSample],
+    images: Path,
+    config: EvaluationConfig,
+    variant: str,
+    stored: AnswersFile,
+    budget: float,
+    log: Callable[[str], None],
+) -> tuple[list[Answer | None], float]:
+    """The variant's answer to every sample, None where `budget` seconds ran out first, and the seconds it took: the
+    answers `stored` holds are kept, the missing ones generated by `model` (with the trained processor on the trained
+    device) and appended to it batch by batch."""
+    started = time.perf_counter()
+    kept = stored.answers(variant)
+    missing = [sample.record for sample in samples if sample.id not in kept]
+    generated = generate_answers(
+        model, trained.processor, missing, images, config.max_new_tokens, config.generation_batch_size, trained.device,
+        config.generation_batch_budget or math.inf, budget, partial(stored.append, variant),
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    cut = len(missing) - len(generated)
+    log(
+        f"{variant}: {len(generated)} generated in {seconds:.1f} s, {len(samples) - len(missing)} kept from {stored.path}"
+        + (f", {cut} cut: the overall generation budget of {config.generation_budget:g} s is spent" if cut else "")
+    )
+    answered = kept | {record["id"]: answer for record, answer in zip(missing, generated)}
+    return [answered.get(sample.id) for sample in samples], seconds
+
+
+def draw_gallery(
+    gallery: list[tuple[str, str]], samples: list[EvaluationSample], answers: dict[str, list[Answer | None]], executor: Executor, timeout: float
+) -> bytes:
+    """One row per gallery sample: the truth, then each variant's prediction (crossed out where it was cut)."""
     position = {sample.id: index for index, sample in enumerate(samples)}
     jobs = [
-        DrawJob(str(samples[position[sample_id]].truth_file), tuple(extract_code(texts[position[sample_id]]) for texts in answers.values()))
+        DrawJob(str(samples[position[sample_id]].truth_file), tuple(_code(of_variant[position[sample_id]]) for of_variant in answers.values()))
         for _, sample_id in gallery
     ]
     return gallery_png(map_in_sandboxes(executor, draw_row, jobs, draw_row_failed, timeout, 1))
 
 
-def score_answers(samples: list[EvaluationSample], answers: dict[str, list[str]], executor: Executor, timeout: float) -> pd.DataFrame:
-    """Every answer built and scored in a worker's sandbox, so code that hangs or crashes OpenCASCADE costs one sample."""
-    rows, jobs, texts_of = [], [], []
-    for variant, texts in answers.items():
-        for sample, answer in zip(samples, texts, strict=True):
-            code = extract_code(answer)
-            rows.append({"variant": variant, "sample_id": sample.id, "model_id": sample.model_id, "image": sample.record["image"]})
+def score_answers(samples: list[EvaluationSample], answers: dict[str, list[Answer | None]], executor: Executor, timeout: float) -> pd.DataFrame:
+    """Every answer built and scored in a worker's sandbox, so code that hangs or crashes OpenCASCADE costs one sample.
+    A cut sample (None) keeps its row, with stop reason `cut` and no scores."""
+    rows, jobs = [], []
+    for variant, of_variant in answers.items():
+        for sample, answer in zip(samples, of_variant, strict=True):
+            head = {"variant": variant, "sample_id": sample.id, "model_id": sample.model_id, "image": sample.record["image"]}
+            if answer is None:
+                rows.append((head, CUT_SCORES, {"stop_reason": CUT, "new_tokens": 0, "generation_seconds": 0.0, "answer": None, "code": None}))
+                continue
+            code = extract_code(answer.text)
+            generation = {"stop_reason": answer.stop_reason, "new_tokens": answer.new_tokens, "generation_seconds": answer.seconds}
+            rows.append((head, None, {**generation, "answer": answer.text, "code": code}))
             jobs.append(ScoreJob(sample.id, str(sample.truth_file), sample.truth_code, code))
-            texts_of.append((answer, code))
-    scores = map_in_sandboxes(executor, score_job, jobs, score_job_failed, timeout, SCORE_CHUNK)
-    return pd.DataFrame(
-        [{**row, **score.metrics(), "answer": answer, "code": code} for row, score, (answer, code) in zip(rows, scores, texts_of)]
-    )
+    scores = iter(map_in_sandboxes(executor, score_job, jobs, score_job_failed, timeout, SCORE_CHUNK))
+    return pd.DataFrame([{**head, **(next(scores).metrics() if metrics is None else metrics), **rest} for head, metrics, rest in rows])
 
 
 def aggregate(table: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Every aggregate of each variant over its evaluated samples; cut samples are only counted."""
     result = {}
-    for variant, rows in table.groupby("variant", sort=False):
+    for variant, all_rows in table.groupby("variant", sort=False):
+        cut = all_rows.stop_reason == CUT
+        rows = all_rows[~cut]
         valid = rows[rows.valid]
         values = {}
         for name, (statistic, column, factor, _) in AGGREGATES.items():
             if statistic == "count":
                 value = float(len(rows))
+            elif statistic == "cut":
+                value = float(cut.sum())
+            elif statistic == "stopped":
+                value = float((rows.stop_reason == column).sum())
             elif statistic == "invalid":
-                value = 1.0 - len(valid) / len(rows)
+                value = 1.0 - len(valid) / len(rows) if len(rows) else math.nan
             elif statistic == "mean_all":
                 value = float(rows[column].mean())
             elif len(valid):
@@ -236,15 +313,16 @@ def aggregates_markdown(aggregates: dict[str, dict[str, float]]) -> str:
     for name, (*_, protocol) in AGGREGATES.items():
         cells = [_number(aggregates[v][name]) for v in variants]
         if compared:
-            cells.append(_number(aggregates[ADAPTER][name] - aggregates[BASE][name]) if name != "samples" else "")
+            cells.append(_number(aggregates[ADAPTER][name] - aggregates[BASE][name]) if _compared(name) else "")
         escaped = protocol.replace("|", r"\|")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {escaped} |")
     return "\n".join(lines)
 
 
 def gallery_samples(table: pd.DataFrame) -> list[tuple[str, str]]:
-    """Best, median and worst of the adapter's samples: valid ones by IoU, then DeepCAD Chamfer; invalid ones last."""
-    rows = table[table.variant == ADAPTER]
+    """Best, median and worst of the adapter's evaluated samples: valid ones by IoU, then DeepCAD Chamfer; invalid
+    ones last."""
+    rows = table[(table.variant == ADAPTER) & (table.stop_reason != CUT)]
     ranked = sorted(
         rows.itertuples(),
         key=lambda row: (not row.valid, -(row.iou if row.valid else 0.0), row.chamfer_deepcad if row.valid else 0.0, row.sample_id),
@@ -275,7 +353,7 @@ def log_evaluation(
         metrics += [
             Metric(f"change.{name}", aggregates[ADAPTER][name] - aggregates[BASE][name], now, 0)
             for name in AGGREGATES
-            if name != "samples" and math.isfinite(aggregates[ADAPTER][name] - aggregates[BASE][name])
+            if _compared(name) and math.isfinite(aggregates[ADAPTER][name] - aggregates[BASE][name])
         ]
     client.log_batch(run_id, metrics=metrics, params=[Param(key, str(value)) for key, value in params.items()])
     for name in (SAMPLES_FILE, AGGREGATES_FILE, GALLERY_FILE):
@@ -294,6 +372,14 @@ def _adapter_run(client, adapter_dir: Path):
         return client.get_run(json.loads(record.read_text())["run_id"])
     except MlflowException:
         return None
+
+
+def _compared(name: str) -> bool:
+    return AGGREGATES[name][0] not in COUNTS
+
+
+def _code(answer: Answer | None) -> str | None:
+    return None if answer is None else extract_code(answer.text)
 
 
 def _number(value: float) -> str:

@@ -121,7 +121,7 @@ def test_an_overall_budget_cuts_the_samples_left_when_it_is_spent(tiny, tmp_path
     config = EvaluationConfig(max_new_tokens=4, generation_batch_size=1, generation_budget=1e-6)
     stored = AnswersFile(tmp_path / "answers.jsonl", "fingerprint")
     log = []
-    answers, losses, seconds = generate(trained_adapter(model_dir), evaluation_samples(records[:3]), images, config, [ADAPTER, BASE], log.append, stored)
+    answers, losses, seconds, _ = generate(trained_adapter(model_dir), evaluation_samples(records[:3]), images, config, [ADAPTER, BASE], log.append, stored)
     assert [answer is None for answer in answers[ADAPTER]] == [False, True, True] and answers[BASE] == [None, None, None]
     assert answers[ADAPTER][0].stop_reason == TOKEN_LIMIT and answers[ADAPTER][0].new_tokens == 4
     assert [(line["variant"], line["sample_id"]) for line in answer_lines(stored.path)] == [(ADAPTER, records[0]["id"])]

@@ -68,15 +68,22 @@ def _loaded(model_dir, **settings):
     return config, load_base_model(config, CPU, torch.float32, model_dir.parent, [])
 
 
-def test_the_default_tiny_model_is_about_ten_million_parameters_and_reloads_exactly(tmp_path):
+def test_the_default_tiny_model_sees_drawings_through_convolutions_and_reloads_exactly(tmp_path):
     texts = ["SketchPlane0 = add_sketchplane(origin= [0., 0., 0.], normal= [0., 0., 1.], x_axis= [1., 0., 0.])"] * 20
     folder = write_tiny_model(texts, tmp_path / "tiny")
     base = load_base_model(TrainConfig(base_model=str(folder)), CPU, torch.float32, tmp_path, [])
-    assert 8e6 < sum(p.numel() for p in base.model.parameters()) < 14e6
+    assert type(base.model.model.vision_tower).__name__ == "DrawingEncoder"
+    assert 10e6 < sum(p.numel() for p in base.model.parameters()) < 16e6
+    blank, drawn = Image.new("RGB", (512, 512), "white"), Image.new("RGB", (512, 512), "white")
+    ImageDraw.Draw(drawn).rectangle((100, 150, 400, 380), outline="black", width=2)
+    pixels = base.processor.image_processor([blank, drawn], return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (2, 3, 192, 192) and pixels[0].abs().max() == 0 and pixels[1].min() < -1
     again = load_base_model(TrainConfig(base_model=str(folder)), CPU, torch.float32, tmp_path, [])
-    ids = torch.tensor([base.processor.tokenizer("add_extrude(sketch= Sketch0")["input_ids"]])
     with torch.no_grad():
-        assert torch.equal(base.model(input_ids=ids).logits, again.model(input_ids=ids).logits)
+        features = base.model.model.get_image_features(pixel_values=pixels).pooler_output
+        assert len(features) == 2 and features[0].shape == (144, 384)
+        assert (features[0] - features[1]).abs().mean() > 0.1 * features[0].abs().mean()
+        assert all(torch.equal(a, b) for a, b in zip(features, again.model.model.get_image_features(pixel_values=pixels).pooler_output))
 
 
 def test_labels_cover_exactly_the_answer_and_the_end_token(tiny_setup):

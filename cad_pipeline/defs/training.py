@@ -22,6 +22,12 @@ TRAINING_OWNERS = ["team:cad-training"]
 PLAN_FILE = "training_plan.json"
 ADAPTER_FOLDER = "lora_adapter"
 REPORT_EVERY = 10
+USES_IMAGE_DESCRIPTION = (
+    "The model reads its picture: on the validation samples, the loss with images shuffled among the samples (same "
+    "answers) is clearly above the loss with each sample's own image, and (on evaluation) different models get "
+    "different answers. A falling loss alone does not show this: a model that ignores the picture still learns the "
+    "code's grammar and its most typical program."
+)
 
 
 TrainingConfig = config_class("TrainingConfig", TrainConfig, "Fine-tuning settings; the same fields as `cad-pipeline train`'s flags.", __name__)
@@ -84,7 +90,8 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     check_specs=[
         dg.AssetCheckSpec(
             "validation_loss_fell", asset="lora_adapter", description="The validation loss of the saved weights is below the loss before training."
-        )
+        ),
+        dg.AssetCheckSpec("uses_image", asset="lora_adapter", description=USES_IMAGE_DESCRIPTION),
     ],
     description=(
         "The base model fine-tuned on this scale's conversations: in full mode (the default for the tiny base model) "
@@ -133,6 +140,7 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
             "real_tokens_per_second": round(sum(r.real_tokens_per_second for r in steps) / len(steps), 1),
             "pad_fraction": round(sum(r.pad_fraction for r in steps) / len(steps), 4),
             **_plan_comparison(folder, scale, steps),
+            **image_use_metadata(run.image_use),
             "loss_curve": dg.MetadataValue.md(f"![loss curve](data:image/png;base64,{base64.b64encode(run.loss_curve.read_bytes()).decode()})"),
         },
         check_results=[
@@ -141,8 +149,29 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
                 passed=bool(after < before),
                 severity=dg.AssetCheckSeverity.WARN,
                 metadata={"before": before, "after": after},
-            )
+            ),
+            uses_image_check(run.image_use["after"], None),
         ],
+    )
+
+
+def image_use_metadata(image_use: dict) -> dict:
+    """`image_loss_gap_nats_after` and its parts, for each measurement that could be made."""
+    return {f"{name}_{when}": round(value, 4) for when, use in image_use.items() if use is not None for name, value in use.to_json().items() if name != "samples"}
+
+
+def uses_image_check(image_use, answer_share: float | None) -> dg.AssetCheckResult:
+    """The `uses_image` warning: fails when shuffling the images costs the model nothing, or its answers barely vary."""
+    from cad_pipeline.train.image_use import uses_image
+
+    passed, reason = uses_image(image_use, answer_share)
+    measured = {**(image_use.to_json() if image_use else {}), **({"distinct_answer_share": answer_share} if answer_share is not None else {})}
+    return dg.AssetCheckResult(
+        check_name="uses_image",
+        passed=passed if measured else False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=reason if measured else "not measured: the validation samples show fewer than two models",
+        metadata={name: float(value) for name, value in measured.items()},
     )
 
 

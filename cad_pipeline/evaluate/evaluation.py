@@ -36,6 +36,7 @@ from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.parallel import map_in_sandboxes
 from cad_pipeline.render.batch import image_owner
 from cad_pipeline.train.data import prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.image_use import ImageUse, distinct_answer_share, measure_image_use, model_of_image
 from cad_pipeline.train.loop import validation_loss
 from cad_pipeline.train.model import TrainedModel, load_trained
 from cad_pipeline.train.run import RUN_FILE
@@ -105,6 +106,10 @@ class EvaluationResult:
     seconds: dict[str, float]
     cut_samples: dict[str, list[str]]
     """Variant -> ids of the samples the overall generation budget left no time for."""
+    image_use: ImageUse | None
+    """The adapter's loss on the evaluated samples with their own images against shuffled images."""
+    distinct_answer_share: float
+    """Distinct answers of the adapter over distinct models among the samples it answered."""
 
     @property
     def variants(self) -> list[str]:
@@ -168,8 +173,14 @@ def evaluate_adapter(
     stored = AnswersFile(out_dir / ANSWERS_FILE, generation_fingerprint(adapter_dir, config))
     if stored.restarted:
         log(f"{stored.path} was written for another adapter or other generation settings: started anew")
-    answers, losses, seconds = generate(load_trained(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log, stored)
+    answers, losses, seconds, image_use = generate(load_trained(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log, stored)
     cut = {variant: [sample.id for sample, answer in zip(samples, answers[variant], strict=True) if answer is None] for variant in variants}
+    answered = [(sample.model_id, answer.text) for sample, answer in zip(samples, answers[ADAPTER]) if answer is not None]
+    answer_share = distinct_answer_share([text for _, text in answered], [model for model, _ in answered])
+    log(
+        f"image use: distinct answers for {answer_share:.0%} of the models"
+        + (f", shuffled-image loss {image_use.shuffled_image_loss:.4f} against {image_use.true_image_loss:.4f} (gap {image_use.gap_nats:+.4f} nats)" if image_use else "")
+    )
     started = time.perf_counter()
     table = score_answers(samples, answers, executor, config.score_timeout)
     seconds["scoring"] = time.perf_counter() - started
@@ -180,11 +191,15 @@ def evaluate_adapter(
     gallery = gallery_samples(table)
     atomic_write_bytes(out_dir / GALLERY_FILE, draw_gallery(gallery, samples, answers, executor, config.score_timeout))
     protocols = {name: spec[-1] for name, spec in AGGREGATES.items()}
-    report = {"aggregates": aggregates, "validation_loss": losses, "protocols": protocols, "seconds": seconds, "cut_samples": cut}
+    image_figures = {**(image_use.to_json() if image_use else {}), "distinct_answer_share": answer_share}
+    report = {
+        "aggregates": aggregates, "validation_loss": losses, "protocols": protocols, "seconds": seconds, "cut_samples": cut, "image_use": image_figures,
+    }  # fmt: skip
     atomic_write_bytes(out_dir / AGGREGATES_FILE, json.dumps(report, indent=1).encode())
     params = {**config.to_json(), "adapter": str(adapter_dir), "partition_dir": str(partition_dir), "samples": len(samples)}
-    run_id, run_url, adapter_run_id = log_evaluation(tracking, adapter_dir, run_name, tags, params, aggregates, losses, out_dir)
-    return EvaluationResult(aggregates, losses, gallery, out_dir, run_id, run_url, adapter_run_id, seconds, cut)
+    figures = {f"{ADAPTER}.{name}": value for name, value in image_figures.items() if name != "samples"}
+    run_id, run_url, adapter_run_id = log_evaluation(tracking, adapter_dir, run_name, tags, params, aggregates, losses, figures, out_dir)
+    return EvaluationResult(aggregates, losses, gallery, out_dir, run_id, run_url, adapter_run_id, seconds, cut, image_use, answer_share)
 
 
 def generate(
@@ -195,10 +210,10 @@ def generate(
     variants: list[str],
     log: Callable[[str], None],
     stored: AnswersFile,
-) -> tuple[dict[str, list[Answer | None]], dict[str, float], dict[str, float]]:
-    """Answers of each variant (None where the overall generation budget, shared by the variants, ran out first), and
-    the validation loss of both (per answer token, over the samples that fit the training's max_length): the base is
-    the model before fine-tuning (`TrainedModel.as_base`)."""
+) -> tuple[dict[str, list[Answer | None]], dict[str, float], dict[str, float], ImageUse | None]:
+    """Answers of each variant (None where the overall generation budget, shared by the variants, ran out first), the
+    validation loss of both (per answer token, over the samples that fit the training's max_length; the base is the
+    model before fine-tuning, `TrainedModel.as_base`), and the adapter's loss with the images shuffled among them."""
     answers, losses, seconds = {}, {}, {}
     budget_left = config.generation_budget or math.inf
     settings = trained.config
@@ -207,12 +222,17 @@ def generate(
     for variant in (ADAPTER, BASE):
         with trained.as_base() if variant == BASE else nullcontext(trained.model) as model:
             losses[variant] = validation_loss(model, prepared, trained.processor, settings, trained.device, trained.dtype, packed=False)
+            if variant == ADAPTER:
+                image_use = measure_image_use(
+                    lambda shown: validation_loss(model, shown, trained.processor, settings, trained.device, trained.dtype, packed=False),
+                    prepared, [model_of_image(sample.image) for sample in prepared], losses[variant],
+                )  # fmt: skip
             if variant in variants:
                 answers[variant], spent = answer_samples(model, trained, samples, images, config, variant, stored, budget_left, log)
                 seconds[f"generation_{variant}"] = spent
                 budget_left -= spent
         log(f"{variant}: validation loss {losses[variant]:.4f} on the evaluated samples")
-    return answers, losses, seconds
+    return answers, losses, seconds, image_use
 
 
 def answer_samples(
@@ -337,7 +357,7 @@ def gallery_samples(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 def log_evaluation(
-    tracking: Tracking, adapter_dir: Path, run_name: str, tags: dict[str, str], params: dict, aggregates: dict, losses: dict, out_dir: Path
+    tracking: Tracking, adapter_dir: Path, run_name: str, tags: dict[str, str], params: dict, aggregates: dict, losses: dict, figures: dict, out_dir: Path
 ) -> tuple[str, str, str | None]:
     """A run in the adapter's experiment, nested under the run that trained it (and tagged on it), when that run
     is in this store; else a run in the configured experiment."""
@@ -349,6 +369,7 @@ def log_evaluation(
     now = int(time.time() * 1000)
     metrics = [Metric(f"{variant}.{name}", value, now, 0) for variant, values in aggregates.items() for name, value in values.items() if math.isfinite(value)]
     metrics += [Metric(f"{variant}.validation_loss", value, now, 0) for variant, value in losses.items() if math.isfinite(value)]
+    metrics += [Metric(name, value, now, 0) for name, value in figures.items() if math.isfinite(value)]
     if ADAPTER in aggregates and BASE in aggregates:
         metrics += [
             Metric(f"change.{name}", aggregates[ADAPTER][name] - aggregates[BASE][name], now, 0)

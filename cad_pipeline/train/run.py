@@ -11,8 +11,9 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param
 
+from cad_pipeline.train.image_use import ImageUse, measure_image_use, model_of_image
 from cad_pipeline.train.config import TrainConfig, resolved_train_mode
-from cad_pipeline.train.loop import StepRecord, TrainState, ValidationRecord, train
+from cad_pipeline.train.loop import StepRecord, TrainState, ValidationRecord, train, validation_loss
 from cad_pipeline.train.model import TINY_BASE_FOLDER, save_trained, trainable_parameters, trainable_parameters_by_part, trained_parts
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
@@ -36,11 +37,13 @@ class TrainingRun:
     run_url: str
     seconds: float
     params: dict
+    image_use: dict[str, ImageUse | None]
+    """'before' and 'after' training (the weights saved), on the validation samples; None where they cannot be
+    shuffled."""
 
     @property
     def saved_validation(self) -> ValidationRecord:
-        """The validation of the weights saved: the best one with keep_best, else the last."""
-        return self.state.best if self.config.keep_best and self.state.best else self.state.validations[-1]
+        return _saved_validation(self.config, self.state)
 
     @property
     def validation_before_and_after(self) -> tuple[float, float]:
@@ -87,15 +90,32 @@ def run_training(
         "resolved_dtype": str(session.dtype),
     }
     client.log_batch(run_id, params=[Param(key, str(value)[:PARAM_VALUE_LIMIT]) for key, value in params.items()])
+    models = [model_of_image(sample.image) for sample in session.val.samples]
+
+    def shuffled_loss(true_image_loss: float) -> ImageUse | None:
+        def loss_of(samples):
+            return validation_loss(session.model, samples, session.processor, config, session.device, session.dtype, session.packed)
+
+        return measure_image_use(loss_of, session.val.samples, models, true_image_loss)
+
+    image_use: dict[str, ImageUse | None] = {"before": None}
+
+    def on_validation(record: ValidationRecord) -> None:
+        client.log_metric(run_id, "val_loss", record.loss, step=record.step)
+        if record.step == 0:
+            image_use["before"] = shuffled_loss(record.loss)
+
     started = time.perf_counter()
     try:
         state = train(
             session.model, session.processor, session.train.samples, session.val.samples, config, session.device, session.dtype,
             out_dir / "checkpoints" / settings_key(config), session.packed,
             on_step=lambda record: (log_step(client, run_id, record), report and report(record)),
-            on_validation=lambda record: client.log_metric(run_id, "val_loss", record.loss, step=record.step),
+            on_validation=on_validation,
         )  # fmt: skip
         seconds = time.perf_counter() - started
+        image_use["after"] = shuffled_loss(_saved_validation(config, state).loss)
+        log_image_use(client, run_id, image_use, state.step)
         if state.best:
             now = int(time.time() * 1000)
             best = {"best_val_loss": state.best.loss, "best_step": state.best.step, "best_epoch": state.best.epoch}
@@ -114,7 +134,25 @@ def run_training(
     run_url = tracking.run_url(experiment, run_id)
     record = {"run_id": run_id, "experiment_id": experiment, "run_url": run_url, "tracking_uri": tracking.tracking_uri}
     (out_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
-    return TrainingRun(config, state, adapter, curve, experiment, run_id, run_url, seconds, params)
+    return TrainingRun(config, state, adapter, curve, experiment, run_id, run_url, seconds, params, image_use)
+
+
+def _saved_validation(config: TrainConfig, state: TrainState) -> ValidationRecord:
+    """The validation of the weights saved: the best one with keep_best, else the last."""
+    return state.best if config.keep_best and state.best else state.validations[-1]
+
+
+def log_image_use(client, run_id: str, image_use: dict[str, ImageUse | None], step: int) -> None:
+    """`image_loss_true_before`, `image_loss_shuffled_after`, `image_loss_gap_nats_after` and the like."""
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"{name}_{when}", value, now, step)
+        for when, use in image_use.items()
+        if use is not None
+        for name, value in (("image_loss_true", use.true_image_loss), ("image_loss_shuffled", use.shuffled_image_loss), ("image_loss_gap_nats", use.gap_nats))
+    ]
+    if metrics:
+        client.log_batch(run_id, metrics=metrics)
 
 
 def settings_key(config: TrainConfig) -> str:

@@ -1,9 +1,10 @@
-"""The default base model: a small LLaVA (SigLIP-style vision tower, Qwen2-style decoder) built from configs.
+"""The default base model: a small LLaVA (a convolutional drawing encoder, a Qwen2-style decoder) built from configs.
 
 No weights are downloaded: the model starts from random weights, and its byte-level BPE tokenizer
 is trained on the partition's answers, so CAD code tokenizes into few tokens. It is saved as an
 ordinary transformers folder and loaded back through `AutoModelForImageTextToText` and
-`AutoProcessor`, the same path a real base model takes.
+`AutoProcessor`, the same path a real base model takes (the encoder registers itself with the
+Auto classes when `cad_pipeline.train.vision` is imported).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+from cad_pipeline.train.vision import DrawingEncoderConfig
+
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", IMAGE_TOKEN]
 CHAT_TEMPLATE = (
@@ -38,7 +41,11 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyShape:
-    """Sizes of the tiny model; the defaults give about 10M parameters and 144 image tokens."""
+    """Sizes of the tiny model; the defaults give about 13.6M parameters and 144 image tokens (192 px, 16 px per token).
+
+    `vision_encoder` is `drawing` (convolutions, then `vision_layers` transformer layers; `patch_size` must be a
+    power of two, one halving stage per factor 2, the last stage `vision_hidden` wide) or `siglip` (a plain ViT).
+    """
 
     vocab_size: int = 4096
     hidden: int = 384
@@ -46,13 +53,42 @@ class TinyShape:
     layers: int = 6
     heads: int = 6
     kv_heads: int = 2
-    vision_hidden: int = 128
+    vision_hidden: int = 256
     vision_intermediate: int = 512
     vision_layers: int = 2
     vision_heads: int = 4
-    image_size: int = 384
-    patch_size: int = 32
+    image_size: int = 192
+    patch_size: int = 16
     max_positions: int = 4096
+    vision_encoder: str = "drawing"
+
+
+INK_ZERO = 1.0
+"""The image mean: white paper normalizes to 0, so the convolutions' zero padding looks like paper, and strokes are
+what carries signal."""
+
+
+def vision_config(shape: TinyShape):
+    if shape.vision_encoder == "siglip":
+        return SiglipVisionConfig(
+            hidden_size=shape.vision_hidden,
+            intermediate_size=shape.vision_intermediate,
+            num_hidden_layers=shape.vision_layers,
+            num_attention_heads=shape.vision_heads,
+            image_size=shape.image_size,
+            patch_size=shape.patch_size,
+        )
+    stages = shape.patch_size.bit_length() - 1
+    if shape.vision_encoder != "drawing" or 2**stages != shape.patch_size:
+        raise ValueError(f"tiny vision encoder must be 'drawing' (patch size a power of two) or 'siglip'; got {shape.vision_encoder!r}, patch {shape.patch_size}")
+    return DrawingEncoderConfig(
+        image_size=shape.image_size,
+        channels=[max(8, shape.vision_hidden >> (stages - 1 - stage)) for stage in range(stages)],
+        hidden_size=shape.vision_hidden,
+        num_hidden_layers=shape.vision_layers,
+        num_attention_heads=shape.vision_heads,
+        intermediate_size=shape.vision_intermediate,
+    )
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -79,7 +115,7 @@ def write_tiny_model(texts: Iterable[str], folder: Path, shape: TinyShape = Tiny
     tokenizer = train_tokenizer(texts, shape.vocab_size)
     image_tokens = (shape.image_size // shape.patch_size) ** 2
     image_processor = SiglipImageProcessorPil(
-        size={"height": shape.image_size, "width": shape.image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+        size={"height": shape.image_size, "width": shape.image_size}, image_mean=[INK_ZERO] * 3, image_std=[0.5] * 3
     )
     processor = LlavaProcessor(
         image_processor=image_processor,
@@ -90,14 +126,7 @@ def write_tiny_model(texts: Iterable[str], folder: Path, shape: TinyShape = Tiny
         num_additional_image_tokens=0,
         chat_template=CHAT_TEMPLATE,
     )
-    vision = SiglipVisionConfig(
-        hidden_size=shape.vision_hidden,
-        intermediate_size=shape.vision_intermediate,
-        num_hidden_layers=shape.vision_layers,
-        num_attention_heads=shape.vision_heads,
-        image_size=shape.image_size,
-        patch_size=shape.patch_size,
-    )
+    vision = vision_config(shape)
     text = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden,

@@ -1,0 +1,123 @@
+"""Image use: shuffled images among models, the loss gap they open, answer variety, and the `uses_image` check that
+fails for a model whose vision path is cut and passes for one that reads its picture."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from cad_pipeline.dataset.conversations import conversation
+from cad_pipeline.defs.training import uses_image_check
+from cad_pipeline.train.config import TrainConfig
+from cad_pipeline.train.data import Sample, padded_batch, prepare_samples, question_and_answer
+from cad_pipeline.train.image_use import CLEAR_GAP_NATS, distinct_answer_share, measure_image_use, model_of_image, shuffled_images
+from cad_pipeline.train.loop import answer_loss, validation_loss
+from cad_pipeline.train.model import load_base_model, make_trainable
+from cad_pipeline.train.tiny import write_tiny_model
+from cad_pipeline_tests.test_training import CPU, SMALL
+
+SHAPES = {"circle": "Circle0_0_0 = add_circle(center= [0., 0.], radius= 5.)", "square": "Line0_0_0 = add_line(start= [0., 0.], end= [5., 0.])"}
+
+
+def _samples(models: list[str]) -> list[Sample]:
+    return [Sample(f"{model}_{index}", Path(f"{model}_{index}.png"), (1,), (2,)) for index, model in enumerate(models)]
+
+
+def test_every_sample_gets_an_image_of_another_model_and_every_image_is_used_once():
+    models = ["a", "a", "a", "b", "c", "c", "d"]
+    for seed in range(20):
+        shuffled = shuffled_images(_samples(models), models, seed)
+        owners = [image.name.split("_")[0] for image in (sample.image for sample in shuffled)]
+        assert all(owner != model for owner, model in zip(owners, models, strict=True))
+        assert sorted(sample.image.name for sample in shuffled) == sorted(f"{m}_{i}.png" for i, m in enumerate(models))
+        assert [sample.answer_ids for sample in shuffled] == [(2,)] * len(models)
+
+
+def test_shuffling_is_refused_when_one_model_has_more_than_half_the_samples():
+    with pytest.raises(ValueError, match="one model has 3 of the 4 samples"):
+        shuffled_images(_samples(["a", "a", "a", "b"]), ["a", "a", "a", "b"])
+    assert measure_image_use(lambda samples: 1.0, _samples(["a", "a", "a", "b"]), ["a", "a", "a", "b"]) is None
+
+
+def test_distinct_answers_are_counted_over_distinct_models():
+    assert distinct_answer_share(["x", "x ", "x", "x"], ["a", "b", "c", "d"]) == 0.25
+    assert distinct_answer_share(["x", "y", "z", "w"], ["a", "b", "c", "d"]) == 1.0
+    assert distinct_answer_share(["x", "y", "z"], ["a", "a", "b"]) == 1.0
+    assert model_of_image(Path("images/0000_00000273_front.png")) == "0000_00000273"
+
+
+def _records(folder: Path, count: int) -> list[dict]:
+    """Drawings of a circle or a square, each answered with the matching call: only the picture tells which."""
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    records = []
+    for index in range(count):
+        kind = ("circle", "square")[index % 2]
+        image = Image.new("RGB", (64, 64), "white")
+        box = (12 + index % 5, 12, 50, 50 - index % 5)
+        (ImageDraw.Draw(image).ellipse if kind == "circle" else ImageDraw.Draw(image).rectangle)(box, outline="black", width=3)
+        name = f"model{index:03d}_front.png"
+        image.save(images / name)
+        records.append(conversation(f"model{index:03d}_front", name, "per_view", SHAPES[kind]))
+    return records
+
+
+@pytest.fixture(scope="module")
+def trained_to_read(tmp_path_factory):
+    """The tiny model trained from scratch until its answers follow its pictures. It learns the code first and the
+    picture last (past step 90 of these full-batch steps at a constant rate): a loss that falls proves nothing."""
+    folder = tmp_path_factory.mktemp("image_use")
+    records = _records(folder, 16)
+    config = TrainConfig(train_mode="full", batch_size=16)
+    model_dir = write_tiny_model([question_and_answer(r)[1] for r in records], folder / "base", SMALL, seed=0)
+    base = load_base_model(TrainConfig(base_model=str(model_dir)), CPU, torch.float32, folder, [])
+    make_trainable(base.model, config)
+    samples = prepare_samples(records, folder / "images", base.processor, 2048).samples
+    batch = padded_batch(samples, base.processor)
+    optimizer = torch.optim.AdamW(base.model.parameters(), lr=3e-3)
+    base.model.train()
+    for _ in range(130):
+        loss, tokens = answer_loss(base.model, batch)
+        (loss / tokens).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return base, samples, config
+
+
+def _image_use(base, samples, config):
+    def loss_of(shown):
+        return validation_loss(base.model, shown, base.processor, config, CPU, torch.float32, False)
+
+    return measure_image_use(loss_of, samples, [model_of_image(sample.image) for sample in samples])
+
+
+def test_the_check_passes_for_a_model_that_reads_its_picture(trained_to_read):
+    use = _image_use(*trained_to_read)
+    assert use.gap_nats > 2 * CLEAR_GAP_NATS
+    assert use.shuffled_image_loss > use.true_image_loss
+    result = uses_image_check(use, 1.0)
+    assert result.passed and result.metadata["image_loss_gap_nats"].value == pytest.approx(use.gap_nats)
+
+
+def test_the_check_fails_for_the_same_model_with_its_vision_path_cut(trained_to_read):
+    base, samples, config = trained_to_read
+    projector = base.model.model.multi_modal_projector.linear_2
+    kept = projector.weight.detach().clone(), projector.bias.detach().clone()
+    with torch.no_grad():
+        projector.weight.zero_()
+        projector.bias.zero_()
+    try:
+        use = _image_use(base, samples, config)
+    finally:
+        with torch.no_grad():
+            projector.weight.copy_(kept[0])
+            projector.bias.copy_(kept[1])
+    assert use.gap_nats == pytest.approx(0.0, abs=1e-6)
+    result = uses_image_check(use, 1.0)
+    assert not result.passed and "shuffled images" in result.description
+
+
+def test_the_check_fails_when_every_model_gets_the_same_answer():
+    result = uses_image_check(None, 1 / 12)
+    assert not result.passed and "8% of the distinct models" in result.description

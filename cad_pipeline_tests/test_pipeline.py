@@ -24,6 +24,7 @@ from cad_pipeline.defs.evaluation import evaluation
 from cad_pipeline.defs.render import RenderConfig, rendered_views
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.defs.training import lora_adapter, training_plan
+from cad_pipeline.train.image_use import CLEAR_GAP_NATS, VARIED_ANSWERS
 
 CLI = str(Path(sys.executable).with_name("cad-pipeline"))
 DATA_ASSETS = "deepcad_corpus,cad_subset,rendered_views,conversations"
@@ -195,6 +196,12 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_a_model_that_r
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "validation_loss_fell"]
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert check.passed == (metadata["validation_loss_after"].value < metadata["validation_loss_before"].value)
+    gap = run.data.metrics["image_loss_gap_nats_after"]
+    assert gap == pytest.approx(run.data.metrics["image_loss_shuffled_after"] - run.data.metrics["image_loss_true_after"])
+    assert run.data.metrics["image_loss_true_after"] == pytest.approx(best.value) and "image_loss_gap_nats_before" in run.data.metrics
+    assert metadata["image_loss_gap_nats_after"].value == pytest.approx(gap, abs=1e-4) and "image_loss_gap_nats_before" in metadata
+    [uses] = [e for e in result.get_asset_check_evaluations() if e.check_name == "uses_image"]
+    assert uses.severity == dg.AssetCheckSeverity.WARN and uses.passed == (gap > CLEAR_GAP_NATS)
 
     adapter = Path(metadata["adapter"].value)
     reloaded = load_trained(adapter)
@@ -272,6 +279,16 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "adapter_beats_base"]
     assert check.severity == dg.AssetCheckSeverity.WARN and check.passed == (losses["adapter"] < losses["base"])
     assert metadata["validation_loss_adapter"].value == pytest.approx(losses["adapter"], abs=1e-4)
+    figures = json.loads((folder / "aggregates.json").read_text())["image_use"]
+    assert figures["true_image_loss"] == pytest.approx(losses["adapter"])
+    assert figures["image_loss_gap_nats"] == pytest.approx(figures["shuffled_image_loss"] - figures["true_image_loss"])
+    answered = [(row.model_id, row.answer.strip()) for row in generated.itertuples()]
+    share = len({answer for _, answer in answered}) / len({model for model, _ in answered})
+    assert figures["distinct_answer_share"] == pytest.approx(min(1.0, share)) == run.data.metrics["adapter.distinct_answer_share"]
+    assert metadata["distinct_answer_share"].value == pytest.approx(figures["distinct_answer_share"], abs=1e-4)
+    [uses] = [e for e in result.get_asset_check_evaluations() if e.check_name == "uses_image"]
+    assert uses.severity == dg.AssetCheckSeverity.WARN
+    assert uses.passed == (figures["image_loss_gap_nats"] > CLEAR_GAP_NATS and figures["distinct_answer_share"] >= VARIED_ANSWERS)
 
     partition = Path(settings.data_root) / "partitions" / "full"
     config = TrainConfig(base_model=str(partition / "lora_adapter" / "base_model"))

@@ -39,7 +39,7 @@ GROUPS = {
     "evaluation": "evaluation",
 }
 GPU_ASSETS = {"training_plan", "lora_adapter", "evaluation"}
-WARN_CHECKS = {"validation_loss_fell", "adapter_beats_base"}
+WARN_CHECKS = {"validation_loss_fell", "adapter_beats_base", "uses_image"}
 """Model-quality checks: recorded on every run, allowed to fail after three training steps."""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from cad_pipeline.dataset.conversations import conversation
 from cad_pipeline.defs.training import uses_image_check
 from cad_pipeline.train.config import TrainConfig
-from cad_pipeline.train.data import Sample, padded_batch, prepare_samples, question_and_answer
+from cad_pipeline.train.data import Sample, first_views_first, padded_batch, prepare_samples, question_and_answer
 from cad_pipeline.train.image_use import CLEAR_GAP_NATS, distinct_answer_share, measure_image_use, model_of_image, shuffled_images
 from cad_pipeline.train.loop import answer_loss, validation_loss
 from cad_pipeline.train.model import load_base_model, make_trainable
@@ -121,3 +121,8 @@ def test_the_check_fails_for_the_same_model_with_its_vision_path_cut(trained_to_
 def test_the_check_fails_when_every_model_gets_the_same_answer():
     result = uses_image_check(None, 1 / 12)
     assert not result.passed and "8% of the distinct models" in result.description
+
+
+def test_a_cut_of_the_validation_samples_covers_as_many_models_as_it_can():
+    records = ["a_front", "a_top", "a_right", "b_front", "b_top", "c_front"]
+    assert first_views_first(records, lambda name: name.split("_")[0]) == ["a_front", "b_front", "c_front", "a_top", "b_top", "a_right"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
 from contextlib import nullcontext
@@ -35,7 +34,7 @@ from cad_pipeline.evaluate.score import PROTOCOLS, SampleScore, ScoreJob, score_
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.parallel import map_in_sandboxes
 from cad_pipeline.render.batch import image_owner
-from cad_pipeline.train.data import prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.data import first_views_first, prepare_samples, question_and_answer, read_records
 from cad_pipeline.train.image_use import ImageUse, distinct_answer_share, measure_image_use, model_of_image
 from cad_pipeline.train.loop import validation_loss
 from cad_pipeline.train.model import TrainedModel, load_trained
@@ -135,9 +134,8 @@ def evaluation_samples(partition_dir: Path, corpus_root: Path, limit: int) -> li
     records = read_records(partition_dir / "val.json")
     manifest = pd.read_parquet(partition_dir / MANIFEST)
     owner = image_owner(manifest[manifest.selected].id)
-    views_seen: Counter[str] = Counter()
-    ranked = []
-    for position, record in enumerate(records):
+    chosen = []
+    for record in records:
         model_id = owner(record["image"])
         if model_id is None:
             raise ValueError(
@@ -147,10 +145,8 @@ def evaluation_samples(partition_dir: Path, corpus_root: Path, limit: int) -> li
         truth_code = extract_code(question_and_answer(record)[1])
         if truth_code is None:
             raise ValueError(f"{partition_dir / 'val.json'}: record {record['id']} has no python block in its answer")
-        sample = EvaluationSample(record["id"], model_id, record, model_path(corpus_root, model_id), truth_code)
-        ranked.append(((views_seen[model_id], position), sample))
-        views_seen[model_id] += 1
-    chosen = [sample for _, sample in sorted(ranked, key=lambda pair: pair[0])]
+        chosen.append(EvaluationSample(record["id"], model_id, record, model_path(corpus_root, model_id), truth_code))
+    chosen = first_views_first(chosen, lambda sample: sample.model_id)
     return chosen[:limit] if limit else chosen
 
 

@@ -66,6 +66,18 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
+def first_views_first(items: list, model_of) -> list:
+    """The items reordered so that every model's first view comes before any model's second (and so on), each round
+    in the given order: a cut of the list then covers as many models as it can."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for position, item in enumerate(items):
+        model = model_of(item)
+        ranked.append((seen.get(model, 0), position, item))
+        seen[model] = seen.get(model, 0) + 1
+    return [item for *_, item in sorted(ranked, key=lambda entry: entry[:2])]
+
+
 def question_and_answer(record: dict) -> tuple[str, str]:
     """The human question without its `<image>` line, and the gpt answer."""
     human, gpt = record["conversations"][0]["value"], record["conversations"][1]["value"]

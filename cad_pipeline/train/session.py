@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
-from cad_pipeline.train.data import SampleSet, prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.data import SampleSet, first_views_first, prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.image_use import model_of_image
 from cad_pipeline.train.model import BaseModel, flash_attention_available, load_base_model, make_trainable
 
 IMAGE_FOLDER = "images"
@@ -42,7 +43,7 @@ def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> Tr
     train_records = read_records(partition_dir / "train.json")
     val_records = read_records(partition_dir / "val.json")
     if config.validation_samples:
-        val_records = val_records[: config.validation_samples]
+        val_records = first_views_first(val_records, lambda record: model_of_image(Path(record["image"])))[: config.validation_samples]
     base = load_base_model(config, device, dtype, work_dir, (question_and_answer(record)[1] for record in train_records))
     model = make_trainable(base.model, config)
     images = partition_dir / IMAGE_FOLDER

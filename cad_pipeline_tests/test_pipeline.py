@@ -312,7 +312,8 @@ def test_evaluate_command_without_baseline_prints_what_its_budget_cut(settings, 
 
 
 def test_bench_learn_trains_on_a_time_budget_evaluates_and_logs_one_mlflow_run(settings, capsys, monkeypatch):
-    """A few seconds of training, three validation models evaluated; the figures printed as JSON match the MLflow run."""
+    """Two steps of training (the budget leaves room for them and the validations on a busy machine; two models'
+    views, so their images can be shuffled), three validation models evaluated; the JSON figures match the MLflow run."""
     from mlflow.tracking import MlflowClient
 
     from cad_pipeline.cli import main
@@ -322,7 +323,7 @@ def test_bench_learn_trains_on_a_time_budget_evaluates_and_logs_one_mlflow_run(s
     monkeypatch.setenv("CAD_PIPELINE_CORPUS", str(settings.corpus_path))
     monkeypatch.setenv("CAD_PIPELINE_DATA", settings.data_root)
     partition = Path(settings.data_root) / "partitions" / "full"
-    assert main(["bench", "learn", "--partition", str(partition), "--minutes", "0.05", "--samples", "3", "--max-new-tokens", "16", "--json"]) == 0
+    assert main(["bench", "learn", "--partition", str(partition), "--minutes", "2", "--max-steps", "2", "--validation-samples", "6", "--samples", "3", "--max-new-tokens", "16", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
 
     expected = {
@@ -337,7 +338,7 @@ def test_bench_learn_trains_on_a_time_budget_evaluates_and_logs_one_mlflow_run(s
     assert set(figures["failure_reasons"]) <= {"no_code", "code_rejected", "no_solid"}
     first, *later = figures["validations"]
     assert (first["step"], first["epoch"], first["train_loss"]) == (0, 0.0, None)
-    assert figures["steps"] >= 1 and later[-1]["step"] == figures["steps"] and later[-1]["train_loss"] > 0
+    assert figures["steps"] == 2 and later[-1]["step"] == 2 and later[-1]["train_loss"] > 0
     for when in ("", "_before"):
         gap = figures[f"image_loss_shuffled{when}"] - figures[f"image_loss_true{when}"]
         assert figures[f"image_loss_gap_nats{when}"] == pytest.approx(gap)
@@ -350,7 +351,7 @@ def test_bench_learn_trains_on_a_time_budget_evaluates_and_logs_one_mlflow_run(s
     assert figures["mlflow_run_url"].endswith(run.info.run_id) and run.data.tags["bench"] == "learn"
     assert run.data.metrics["bench.invalid_ratio_pct"] == pytest.approx(figures["invalid_ratio_pct"])
     assert run.data.metrics["bench.steps"] == figures["steps"] and run.data.metrics["bench.samples"] == 3
-    assert run.data.params["max_minutes"] == "0.05" and run.data.params["keep_best"] == "True"
+    assert run.data.params["max_minutes"] == "2.0" and run.data.params["keep_best"] == "True"
     evaluation = client.get_run(run.data.tags["evaluation_run_id"])
     assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id and evaluation.data.tags["bench"] == "learn"
     assert evaluation.data.params["baseline"] == "False" and evaluation.data.params["sample_limit"] == "3"

@@ -29,6 +29,8 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from cad_pipeline.evaluate.config import EvaluationConfig
+
     parser = argparse.ArgumentParser(prog="cad-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -100,6 +102,25 @@ def _parser() -> argparse.ArgumentParser:
     _add_train_options(bench_plan)
     bench_plan.set_defaults(handler=_bench_plan)
 
+    bench_learn = benches.add_parser(
+        "learn", help="train for a wall-clock budget, then evaluate on validation pictures: what the model learns in that time"
+    )
+    _add_partition_argument(bench_learn)
+    bench_learn.add_argument("--minutes", type=float, required=True, help="training budget; generation gets as much again at most")
+    bench_learn.add_argument("--samples", type=int, default=100, help="validation models evaluated, on their first view (default: 100)")
+    bench_learn.add_argument("--max-new-tokens", type=int, default=EvaluationConfig.max_new_tokens, help="tokens generated per answer at most (default: %(default)s)")
+    bench_learn.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    _add_train_options(
+        bench_learn,
+        chosen_by_command={
+            "epochs": "enough for the time budget to end training",
+            "keep_best": "on",
+            "validation_every": "a tenth of an epoch's steps, so a budget of about one epoch gives about 10 validation points",
+        },
+        left_out=("max_minutes",),
+    )
+    bench_learn.set_defaults(handler=_bench_learn)
+
     train = commands.add_parser("train", help="fine-tune the base model (LoRA or full) on a partition's conversations, tracked in MLflow")
     _add_partition_argument(train)
     _add_train_options(train)
@@ -144,10 +165,10 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-budget-gib", type=float, default=0.0, help="memory budget of the planner (0: the device's)")
 
 
-def _add_train_options(parser: argparse.ArgumentParser) -> None:
+def _add_train_options(parser: argparse.ArgumentParser, chosen_by_command: dict[str, str] | None = None, left_out: tuple[str, ...] = ()) -> None:
     from cad_pipeline.train.config import TrainConfig
 
-    _add_options(parser, TrainConfig, "training settings")
+    _add_options(parser, TrainConfig, "training settings", chosen_by_command, left_out)
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
@@ -156,16 +177,27 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     _add_options(parser, EvaluationConfig, "evaluation settings")
 
 
-def _add_options(parser: argparse.ArgumentParser, settings_class, title: str) -> None:
+def _add_options(
+    parser: argparse.ArgumentParser, settings_class, title: str, chosen_by_command: dict[str, str] | None = None, left_out: tuple[str, ...] = ()
+) -> None:
+    """A flag per setting. Those in `chosen_by_command` default to None, so the command can tell that the user set none
+    and choose the value it describes; those `left_out` are set by the command's own flags."""
     from cad_pipeline.options import options_of
 
+    chosen = chosen_by_command or {}
     group = parser.add_argument_group(title)
     for name, kind, default, help_text in options_of(settings_class):
+        if name in left_out:
+            continue
         flag = "--" + name.replace("_", "-")
+        if name in chosen:
+            default, help_text = None, f"{help_text} (default: {chosen[name]})"
+        elif kind is not bool:
+            help_text = f"{help_text} (default: {default})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            group.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+            group.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def _train_config(args):
@@ -424,6 +456,35 @@ def _bench_plan(args) -> int:
     print(f"projected epoch: {check.projected_epoch_seconds:.2f} s (from {args.plan_steps} timed steps after {args.plan_warmup})")
     print(f"measured epoch: {check.measured_epoch_seconds:.2f} s (sum of the optimizer steps' times)")
     print(f"projected / measured: {check.ratio:.4f} (target: within 0.8-1.2)")
+    return 0
+
+
+def _bench_learn(args) -> int:
+    from cad_pipeline.defs.resources import MlflowSettings, settings_from_environment
+    from cad_pipeline.evaluate.learning import learn_benchmark
+    from cad_pipeline.options import options_of
+    from cad_pipeline.parallel import process_pool
+    from cad_pipeline.train.config import TrainConfig
+
+    if args.minutes <= 0:
+        raise UsageError("--minutes must be positive: the training budget in minutes")
+    if args.samples < 1:
+        raise UsageError("--samples must be at least 1")
+    folder = _partition_dir(args)
+    given = {name: getattr(args, name) for name, *_ in options_of(TrainConfig) if getattr(args, name, None) is not None}
+    settings = settings_from_environment()
+    tracking = MlflowSettings().tracking(settings)
+    with process_pool() as pool:
+        result = learn_benchmark(
+            folder, settings.corpus_path, given, args.minutes, args.samples, pool, tracking,
+            {"partition": folder.name, "source": "cli"}, max_new_tokens=args.max_new_tokens,
+            log=lambda line: print(line, file=sys.stderr),
+        )  # fmt: skip
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print(result.text())
+        print(f"(start the MLflow UI with: {_mlflow_ui_command(tracking)})")
     return 0
 
 

@@ -328,6 +328,52 @@ def test_evaluate_command_without_baseline_prints_what_its_budget_cut(settings, 
     assert json.loads(header)["fingerprint"] == generation_fingerprint(adapter, settings_used)
 
 
+def test_bench_learn_trains_on_a_time_budget_evaluates_and_logs_one_mlflow_run(settings, capsys, monkeypatch):
+    """Two steps of training (the budget leaves room for them and the validations on a busy machine; two models'
+    views, so their images can be shuffled), three validation models evaluated; the JSON figures match the MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    from cad_pipeline.cli import main
+
+    data = dg.materialize([deepcad_corpus, cad_subset, rendered_views, conversations], resources={"settings": settings}, partition_key="full")
+    assert data.success
+    monkeypatch.setenv("CAD_PIPELINE_CORPUS", str(settings.corpus_path))
+    monkeypatch.setenv("CAD_PIPELINE_DATA", settings.data_root)
+    partition = Path(settings.data_root) / "partitions" / "full"
+    assert main(["bench", "learn", "--partition", str(partition), "--minutes", "2", "--max-steps", "2", "--validation-samples", "6", "--samples", "3", "--max-new-tokens", "16", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+
+    expected = {
+        "invalid_ratio_pct", "image_loss_gap_nats", "image_loss_gap_nats_before", "distinct_answer_share", "iou_median_pct",
+        "chamfer_deepcad_median_x1e3", "chamfer_cad_recode_median_x1e3", "train_seconds", "steps", "epochs", "failure_reasons",
+        "validations", "samples", "mlflow_run_url",
+    }  # fmt: skip
+    assert expected <= set(figures)
+    assert figures["samples"] == 3 and figures["samples_cut"] == 0
+    assert 0 <= figures["invalid_ratio_pct"] <= 100
+    assert sum(figures["failure_reasons"].values()) == round(figures["invalid_ratio_pct"] * 3 / 100)
+    assert set(figures["failure_reasons"]) <= {"no_code", "code_rejected", "no_solid"}
+    first, *later = figures["validations"]
+    assert (first["step"], first["epoch"], first["train_loss"]) == (0, 0.0, None)
+    assert figures["steps"] == 2 and later[-1]["step"] == 2 and later[-1]["train_loss"] > 0
+    for when in ("", "_before"):
+        gap = figures[f"image_loss_shuffled{when}"] - figures[f"image_loss_true{when}"]
+        assert figures[f"image_loss_gap_nats{when}"] == pytest.approx(gap)
+    assert figures["image_loss_true_before"] == pytest.approx(first["validation_loss"])
+    assert 0 < figures["distinct_answer_share"] <= 1 and figures["train_seconds"] > 0
+    assert Path(figures["adapter"]) == partition / "bench_learn" / "adapter"
+
+    client = MlflowClient(tracking_uri=MlflowSettings().tracking(settings).tracking_uri)  # the command's store: <data>/mlflow
+    run = client.get_run(figures["mlflow_run_id"])
+    assert figures["mlflow_run_url"].endswith(run.info.run_id) and run.data.tags["bench"] == "learn"
+    assert run.data.metrics["bench.invalid_ratio_pct"] == pytest.approx(figures["invalid_ratio_pct"])
+    assert run.data.metrics["bench.steps"] == figures["steps"] and run.data.metrics["bench.samples"] == 3
+    assert run.data.params["max_minutes"] == "2.0" and run.data.params["keep_best"] == "True"
+    evaluation = client.get_run(run.data.tags["evaluation_run_id"])
+    assert evaluation.data.tags["mlflow.parentRunId"] == run.info.run_id and evaluation.data.tags["bench"] == "learn"
+    assert evaluation.data.params["baseline"] == "False" and evaluation.data.params["sample_limit"] == "3"
+
+
 def test_estimate_prints_the_projections_and_the_memory_plan(settings, capsys, monkeypatch):
     from cad_pipeline.cli import main
 

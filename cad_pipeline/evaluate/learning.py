@@ -118,9 +118,9 @@ class LearningBenchmark:
                 image_table,
                 "",
                 f"validation samples evaluated (first views): {figures['samples']}{cut}",
-                f"invalid ratio: {_shown(figures['invalid_ratio_pct'], '.1f')}% ({reasons})",
+                f"invalid ratio: {_shown(figures['invalid_ratio_pct'], '.1f', '%')} ({reasons})",
                 f"distinct answers: {_shown(figures['distinct_answer_share'], '.0%')} of the models",
-                f"median IoU: {_shown(figures['iou_median_pct'], '.1f')}%",
+                f"median IoU: {_shown(figures['iou_median_pct'], '.1f', '%')}",
                 f"median Chamfer x10^3: DeepCAD {_shown(figures['chamfer_deepcad_median_x1e3'], '.3f')}, "
                 f"CAD-Recode {_shown(figures['chamfer_cad_recode_median_x1e3'], '.3f')}",
                 f"per-sample table: {self.evaluation_dir / SAMPLES_FILE}",
@@ -214,5 +214,5 @@ def _nan_as_none(value):
     return value
 
 
-def _shown(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
+def _shown(value: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if value is None else format(value, spec) + unit

@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
             "epochs": "enough for the time budget to end training",
             "keep_best": "on",
             "validation_every": "a tenth of an epoch's steps, so a budget of about one epoch gives about 10 validation points",
+            "validation_samples": "60: the first views of 60 models",
         },
         left_out=("max_minutes",),
     )

@@ -35,6 +35,9 @@ EPOCHS_UNTIL_TIME = 10_000
 """Epochs when the user sets none: more than any budget fits, so the time budget ends training."""
 VALIDATIONS_PER_EPOCH = 10
 """Validations per epoch when the user sets no `validation_every`: about ten points over a budget of about one epoch."""
+VALIDATION_SAMPLES = 60
+"""Validation samples when the user sets none: 60 models' first views, enough for the image-use gap, few enough that
+validating does not eat a CPU's budget."""
 HEADLINE = (
     "invalid_ratio_pct", "iou_median_pct", "chamfer_deepcad_median_x1e3", "chamfer_cad_recode_median_x1e3",
     "distinct_answer_share", "image_loss_gap_nats", "image_loss_gap_nats_before", "train_seconds", "steps", "epochs", "samples",
@@ -131,12 +134,16 @@ class LearningBenchmark:
 
 def learning_train_config(given: dict, minutes: float, train_samples: int) -> TrainConfig:
     """The user's settings (`given`, TrainConfig fields) with `max_minutes` set to the budget; where the user set none,
-    epochs enough for the time to end training, the best weights kept, and a validation every tenth of an epoch."""
+    epochs enough for the time to end training, the best weights kept, a validation every tenth of an epoch on the
+    first views of 60 models."""
     if minutes <= 0:
         raise ValueError(f"the time budget is {minutes:g} minutes: give a positive number")
     config = TrainConfig(**{**given, "max_minutes": minutes})
     steps_per_epoch = plan_steps(train_samples, config).steps_per_epoch
-    chosen = {"epochs": EPOCHS_UNTIL_TIME, "keep_best": True, "validation_every": max(1, steps_per_epoch // VALIDATIONS_PER_EPOCH)}
+    chosen = {
+        "epochs": EPOCHS_UNTIL_TIME, "keep_best": True, "validation_every": max(1, steps_per_epoch // VALIDATIONS_PER_EPOCH),
+        "validation_samples": VALIDATION_SAMPLES,
+    }  # fmt: skip
     return replace(config, **{name: value for name, value in chosen.items() if name not in given})
 
 

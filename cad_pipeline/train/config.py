@@ -44,7 +44,7 @@ class TrainConfig:
         "wall-clock budget of the training loop, validations included (0: none): the learning-rate schedule runs over the "
         "budget instead of the steps and training stops when it is spent; the step under way and a last validation finish after it",
     )
-    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, ~30% slower")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, about a third slower")
     packing: str = option("auto", "'auto' (pack samples into one row where FlashAttention is available), 'on' or 'off'")
     dtype: str = option("auto", "'auto' (bf16 on CUDA where supported, else fp32), 'bf16', 'fp16' or 'fp32'")
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device name")

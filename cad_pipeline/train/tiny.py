@@ -69,26 +69,19 @@ what carries signal."""
 
 
 def vision_config(shape: TinyShape):
+    sizes = {
+        "hidden_size": shape.vision_hidden,
+        "intermediate_size": shape.vision_intermediate,
+        "num_hidden_layers": shape.vision_layers,
+        "num_attention_heads": shape.vision_heads,
+        "image_size": shape.image_size,
+    }
     if shape.vision_encoder == "siglip":
-        return SiglipVisionConfig(
-            hidden_size=shape.vision_hidden,
-            intermediate_size=shape.vision_intermediate,
-            num_hidden_layers=shape.vision_layers,
-            num_attention_heads=shape.vision_heads,
-            image_size=shape.image_size,
-            patch_size=shape.patch_size,
-        )
+        return SiglipVisionConfig(**sizes, patch_size=shape.patch_size)
     stages = shape.patch_size.bit_length() - 1
     if shape.vision_encoder != "drawing" or 2**stages != shape.patch_size:
         raise ValueError(f"tiny vision encoder must be 'drawing' (patch size a power of two) or 'siglip'; got {shape.vision_encoder!r}, patch {shape.patch_size}")
-    return DrawingEncoderConfig(
-        image_size=shape.image_size,
-        channels=[max(8, shape.vision_hidden >> (stages - 1 - stage)) for stage in range(stages)],
-        hidden_size=shape.vision_hidden,
-        num_hidden_layers=shape.vision_layers,
-        num_attention_heads=shape.vision_heads,
-        intermediate_size=shape.vision_intermediate,
-    )
+    return DrawingEncoderConfig(**sizes, channels=[max(8, shape.vision_hidden >> (stages - 1 - stage)) for stage in range(stages)])
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -73,7 +73,7 @@ def test_the_default_tiny_model_sees_drawings_through_convolutions_and_reloads_e
     folder = write_tiny_model(texts, tmp_path / "tiny")
     base = load_base_model(TrainConfig(base_model=str(folder)), CPU, torch.float32, tmp_path, [])
     assert type(base.model.model.vision_tower).__name__ == "DrawingEncoder"
-    assert 10e6 < sum(p.numel() for p in base.model.parameters()) < 16e6
+    assert 5e6 < sum(p.numel() for p in base.model.parameters()) < 8e6
     blank, drawn = Image.new("RGB", (512, 512), "white"), Image.new("RGB", (512, 512), "white")
     ImageDraw.Draw(drawn).rectangle((100, 150, 400, 380), outline="black", width=2)
     pixels = base.processor.image_processor([blank, drawn], return_tensors="pt")["pixel_values"]
@@ -81,7 +81,7 @@ def test_the_default_tiny_model_sees_drawings_through_convolutions_and_reloads_e
     again = load_base_model(TrainConfig(base_model=str(folder)), CPU, torch.float32, tmp_path, [])
     with torch.no_grad():
         features = base.model.model.get_image_features(pixel_values=pixels).pooler_output
-        assert len(features) == 2 and features[0].shape == (144, 384)
+        assert len(features) == 2 and features[0].shape == (36, 256)
         assert (features[0] - features[1]).abs().mean() > 0.1 * features[0].abs().mean()
         assert all(torch.equal(a, b) for a, b in zip(features, again.model.model.get_image_features(pixel_values=pixels).pooler_output))
 

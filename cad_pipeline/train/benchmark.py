@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
-from cad_pipeline.train.data import padded_batch, prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_samples, read_records
 from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
 from cad_pipeline.train.plan import measure_steps
@@ -37,7 +37,7 @@ def compare_with_trainer(partition_dir: Path, work_dir: Path, samples: int, step
     records = read_records(partition_dir / "train.json")
     random.Random(0).shuffle(records)
     records = records[:samples]
-    model_dir = write_tiny_model((question_and_answer(r)[1] for r in records), work_dir / "bench_model")
+    model_dir = write_tiny_model(conversation_texts(records), work_dir / "bench_model")
     config = TrainConfig(base_model=str(model_dir), batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)

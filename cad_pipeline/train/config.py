@@ -11,7 +11,7 @@ from cad_pipeline.options import option
 class TrainConfig:
     base_model: str = option(
         "tiny",
-        "'tiny' (a ~10M-parameter LLaVA built from configs, tokenizer trained on the answers), a local transformers "
+        "'tiny' (a ~7M-parameter LLaVA built from configs, tokenizer trained on the answers), a local transformers "
         "image-text-to-text folder, or a local TinyLLaVA/OpenECAD checkpoint folder",
     )
     tinyllava_language_model: str = option("", "TinyLLaVA checkpoints: local folder of the language model its config names")

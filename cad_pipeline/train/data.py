@@ -84,6 +84,12 @@ def question_and_answer(record: dict) -> tuple[str, str]:
     return human.replace("<image>", "").strip(), gpt
 
 
+def conversation_texts(records: list[dict]):
+    """Every question and answer: what the tiny model's tokenizer learns from, so that the prompt takes few tokens too."""
+    for record in records:
+        yield from question_and_answer(record)
+
+
 def prepare_samples(records: list[dict], image_folder: Path, processor, max_length: int) -> SampleSet:
     """Token ids for every record, the prompt tokenized once per distinct question (all images share one size)."""
     tokenizer = processor.tokenizer

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
-from cad_pipeline.train.data import SampleSet, first_views_first, prepare_samples, question_and_answer, read_records
+from cad_pipeline.train.data import SampleSet, conversation_texts, first_views_first, prepare_samples, read_records
 from cad_pipeline.train.image_use import model_of_image
 from cad_pipeline.train.model import BaseModel, flash_attention_available, load_base_model, make_trainable
 
@@ -44,7 +44,7 @@ def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> Tr
     val_records = read_records(partition_dir / "val.json")
     if config.validation_samples:
         val_records = first_views_first(val_records, lambda record: model_of_image(Path(record["image"])))[: config.validation_samples]
-    base = load_base_model(config, device, dtype, work_dir, (question_and_answer(record)[1] for record in train_records))
+    base = load_base_model(config, device, dtype, work_dir, conversation_texts(train_records))
     model = make_trainable(base.model, config)
     images = partition_dir / IMAGE_FOLDER
     train = prepare_samples(train_records, images, base.processor, config.max_length)

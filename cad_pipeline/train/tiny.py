@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     LlavaConfig,
     LlavaForConditionalGeneration,
@@ -41,24 +41,28 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyShape:
-    """Sizes of the tiny model; the defaults give about 13.6M parameters and 144 image tokens (192 px, 16 px per token).
+    """Sizes of the tiny model; the defaults give about 6.6M parameters and 36 image tokens (192 px, 32 px per token).
+
+    Sized for a CPU: on 2 cores it trains 3.2 times the samples per second of the earlier hidden 384 x 6 layers with
+    144 image tokens (13.6M), and after 10 minutes on `1k` its validation loss is lower (2.97 against 3.97 nats per
+    token, one thread each).
 
     `vision_encoder` is `drawing` (convolutions, then `vision_layers` transformer layers; `patch_size` must be a
     power of two, one halving stage per factor 2, the last stage `vision_hidden` wide) or `siglip` (a plain ViT).
     """
 
     vocab_size: int = 4096
-    hidden: int = 384
-    intermediate: int = 1024
-    layers: int = 6
-    heads: int = 6
+    hidden: int = 256
+    intermediate: int = 768
+    layers: int = 4
+    heads: int = 4
     kv_heads: int = 2
     vision_hidden: int = 256
     vision_intermediate: int = 512
     vision_layers: int = 2
     vision_heads: int = 4
     image_size: int = 192
-    patch_size: int = 16
+    patch_size: int = 32
     max_positions: int = 4096
     vision_encoder: str = "drawing"
 
@@ -84,10 +88,21 @@ def vision_config(shape: TinyShape):
     return DrawingEncoderConfig(**sizes, channels=[max(8, shape.vision_hidden >> (stages - 1 - stage)) for stage in range(stages)])
 
 
+NUMBER_PIECE = r"\d+\.?\d*"
+"""Digits with their decimal point: a number's pieces merge only among themselves, so frequent numbers become one token,
+while the code between numbers (`], end= [-`, ` = add_line(start= [`) merges freely across spaces and punctuation."""
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE on the given texts: every string stays encodable, and frequent code fragments become one token."""
+    """Byte-level BPE on the given texts: every string stays encodable, and frequent code fragments become one token.
+
+    GPT-2's pre-tokenizer would split the code at every space and underscore, so `add_line(start= [` alone would cost
+    seven tokens; split at numbers only, a DeepCAD answer takes about 2.5 times fewer tokens (median 202 against 502
+    on `1k`), which makes training that much cheaper and leaves each token more to learn from the picture."""
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(NUMBER_PIECE), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False

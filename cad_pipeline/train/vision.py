@@ -3,7 +3,7 @@
 A ViT trained from scratch on a few thousand drawings learns the code's grammar through the language model long
 before its patches say anything, and the model ends up writing the same program for every picture. Convolutions
 see thin strokes, corners and circles from the first step (their weights are shared across the image, so every
-drawing teaches every position), and the transformer layers on the 12 x 12 feature map relate the parts of a view.
+drawing teaches every position), and the transformer layers on the final feature map (6 x 6 by default) relate the parts of a view.
 Registered with transformers' Auto classes, so a LLaVA built around it saves and loads like any other.
 """
 

@@ -29,7 +29,7 @@ MLFLOW_UI = $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CAD_PIPELINE_DATA)/
 
 # The demo trains the tiny model for a bounded number of steps and evaluates it on part of the validation
 # samples; drop the limits for a full epoch and every validation sample.
-RUN_TRAINING ?= --max-steps 30 --validation-samples 24 --plan-steps 8 --plan-warmup 2
+RUN_TRAINING ?= --max-steps 60 --learning-rate 1e-3 --validation-samples 24 --plan-steps 8 --plan-warmup 2
 RUN_EVALUATION ?= --sample-limit 12 --max-new-tokens 256
 
 run: install $(DAGSTER_HOME)/dagster.yaml

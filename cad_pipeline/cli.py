@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     bench_train.add_argument("--batch-size", type=int, default=4)
     bench_train.add_argument("--threads", type=int, default=0, help="CPU threads torch uses (0: torch's default)")
+    bench_train.add_argument("--base-model", default="tiny", help="'tiny', a local model folder or 'preset:NAME' (random weights)")
     bench_train.set_defaults(handler=_bench_train)
 
     bench_plan = benches.add_parser("plan", help="a training plan's projected epoch time against the epoch's measured time")
@@ -248,11 +249,14 @@ def _mlflow_ui_command(tracking) -> str:
 def _estimate(args) -> int:
     from cad_pipeline.defs.resources import settings_from_environment
     from cad_pipeline.train.plan import plan_partition
+    from cad_pipeline.train.presets import described
 
     folder = _partition_dir(args)
     corpus = settings_from_environment().corpus_path
-    plan = plan_partition(_train_config(args), folder, corpus, args.scale or folder.name, args.plan_steps, args.plan_warmup, args.memory_budget_gib * 2**30)
+    config = _train_config(args)
+    plan = plan_partition(config, folder, corpus, args.scale or folder.name, args.plan_steps, args.plan_warmup, args.memory_budget_gib * 2**30)
     projections, memory = plan.markdown()
+    print(f"base model: {described(config.base_model)}, measured on {plan.measurement.device}")
     print(projections)
     print()
     print(memory)
@@ -433,12 +437,13 @@ def _bench_train(args) -> int:
     import tempfile
 
     from cad_pipeline.train.benchmark import compare_with_trainer
+    from cad_pipeline.train.presets import described
 
     folder = _partition_dir(args)
     with tempfile.TemporaryDirectory() as work:
-        speeds = compare_with_trainer(folder, Path(work), args.samples, args.steps, args.warmup, args.batch_size, args.threads)
+        speeds = compare_with_trainer(folder, Path(work), args.samples, args.steps, args.warmup, args.batch_size, args.threads, args.base_model)
     ours, trainer = speeds["ours"], speeds["trainer"]
-    print(f"partition: {folder} ({args.samples} samples, batch {args.batch_size}, {args.steps} timed steps after {args.warmup})")
+    print(f"partition: {folder} ({args.samples} samples, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}), base model {described(args.base_model)}")
     print(f"transformers Trainer (random batches, pad to longest, full logits): {trainer.real_tokens_per_second:,.0f} real tokens/s, pad {trainer.pad_fraction:.1%}")
     print(f"our loop (length-grouped batches, answer-only logits): {ours.real_tokens_per_second:,.0f} real tokens/s, pad {ours.pad_fraction:.1%}")
     print(f"ratio: {ours.real_tokens_per_second / trainer.real_tokens_per_second:.2f}x")

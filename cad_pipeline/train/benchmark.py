@@ -21,7 +21,7 @@ from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
 from cad_pipeline.train.plan import measure_steps
 from cad_pipeline.train.session import open_session
-from cad_pipeline.train.model import add_lora, load_base_model
+from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, load_base_model
 from cad_pipeline.train.tiny import write_tiny_model
 
 
@@ -31,19 +31,24 @@ class LoopSpeed:
     pad_fraction: float
 
 
-def compare_with_trainer(partition_dir: Path, work_dir: Path, samples: int, steps: int, warmup: int, batch_size: int, threads: int = 0) -> dict[str, LoopSpeed]:
+def compare_with_trainer(
+    partition_dir: Path, work_dir: Path, samples: int, steps: int, warmup: int, batch_size: int, threads: int = 0, base_model: str = "tiny"
+) -> dict[str, LoopSpeed]:
+    """Both loops put LoRA on the same base model: the tiny one (built once, so both start from the same weights), a
+    folder or a preset (rebuilt from the same seed)."""
     if threads:
         torch.set_num_threads(threads)
     records = read_records(partition_dir / "train.json")
     random.Random(0).shuffle(records)
     records = records[:samples]
-    model_dir = write_tiny_model(conversation_texts(records), work_dir / "bench_model")
-    config = TrainConfig(base_model=str(model_dir), batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0)
+    if base_model == "tiny":
+        base_model = str(write_tiny_model(conversation_texts(records), work_dir / "bench_model"))
+    config = TrainConfig(base_model=base_model, batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     results = {}
     for name, measure in (("trainer", _trainer_speed), ("ours", _our_speed)):
-        base = load_base_model(config, device, dtype, work_dir, [])
+        base = load_base_model(config, device, dtype, work_dir, conversation_texts(records))
         model = add_lora(base.model, config)
         prepared = prepare_samples(records, partition_dir / "images", base.processor, config.max_length).samples
         results[name] = measure(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir)
@@ -129,7 +134,8 @@ def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_ste
     chosen = session.train.samples[:samples]
     measurement = measure_steps(session.model, session.processor, chosen, session.config, session.device, session.dtype, session.packed, plan_steps, plan_warmup)
     steps = plan_steps_for(len(chosen), session.config).steps_per_epoch
-    same_model = replace(session.config, base_model=str(work_dir / "base_model"), train_mode=resolved_train_mode(session.config))
+    built = str(work_dir / TINY_BASE_FOLDER) if session.config.base_model == "tiny" else session.config.base_model
+    same_model = replace(session.config, base_model=built, train_mode=resolved_train_mode(session.config))
     fresh = open_session(same_model, partition_dir, work_dir)
     state = train(fresh.model, fresh.processor, chosen, fresh.val.samples, fresh.config, fresh.device, fresh.dtype, work_dir / "checkpoints", fresh.packed)
     projected = measurement.run_seconds(steps)

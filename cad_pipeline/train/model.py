@@ -17,6 +17,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
+from cad_pipeline.train.presets import build_preset, preset_name
+from cad_pipeline.train.presets import label as preset_label
 from cad_pipeline.train.tinyllava import TinyLlavaParts, is_tinyllava_checkpoint, load_tinyllava
 from cad_pipeline.train.tiny import write_tiny_model
 
@@ -36,7 +38,8 @@ class BaseModel:
     model: torch.nn.Module
     processor: object
     source: str
-    """Where it came from, for the run's params: 'tiny (built)', or the folder."""
+    """Where it came from, for the run's params and every figure: 'tiny (built from configs)', a preset's label
+    (random weights), or the folder."""
     attention: str
 
 
@@ -45,8 +48,12 @@ def flash_attention_available(device: torch.device) -> bool:
 
 
 def load_base_model(config: TrainConfig, device: torch.device, dtype: torch.dtype, work_dir: Path, texts: Iterable[str]) -> BaseModel:
-    """`texts` train the tiny model's tokenizer; a real base model ignores them."""
+    """`texts` train the tiny model's and a preset's tokenizer; a real base model ignores them."""
     attention = "flash_attention_2" if flash_attention_available(device) and dtype != torch.float32 else "sdpa"
+    preset = preset_name(config.base_model)
+    if preset:
+        model, processor = build_preset(preset, texts, dtype, device, seed=config.seed)
+        return BaseModel(model, processor, preset_label(preset), attention)
     if config.base_model == "tiny":
         folder, source = write_tiny_model(texts, work_dir / TINY_BASE_FOLDER, seed=config.seed), "tiny (built from configs)"
     else:

@@ -27,6 +27,7 @@ from cad_pipeline.train.data import Sample, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, make_optimizer, optimizer_step, plan_steps
 from cad_pipeline.train.memory import ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
+from cad_pipeline.train.presets import described
 from cad_pipeline.train.session import open_session
 
 
@@ -272,6 +273,7 @@ class TrainingPlan:
 
     def to_json(self, config: TrainConfig) -> dict:
         return {
+            "base_model": described(config.base_model),
             "config": config.to_json(),
             "measurement": self.measurement.to_json(),
             "projections": [asdict(p) for p in self.projections],

@@ -15,6 +15,7 @@ from cad_pipeline.train.image_use import ImageUse, measure_image_use, model_of_i
 from cad_pipeline.train.config import TrainConfig, resolved_train_mode
 from cad_pipeline.train.loop import StepRecord, TrainState, ValidationRecord, train, validation_loss
 from cad_pipeline.train.model import TINY_BASE_FOLDER, save_trained, trainable_parameters, trainable_parameters_by_part, trained_parts
+from cad_pipeline.train.presets import preset_name
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
 
@@ -67,6 +68,11 @@ def run_training(
     report: Callable[[StepRecord], None] | None = None,
 ) -> TrainingRun:
     """Checkpoints live under out_dir keyed by the settings, so re-running after a kill resumes that run."""
+    if preset_name(config.base_model) and not config.train_preset:
+        raise ValueError(
+            f"base model {config.base_model!r} has random weights: it is for plans and benchmarks (`cad-pipeline estimate`, "
+            "`bench train`, `bench plan`); give a real model folder, or set train_preset (--train-preset) to train it anyway"
+        )
     session = open_session(config, partition_dir, out_dir)
     parts = trained_parts(session.model, config)
     client = tracking.client()

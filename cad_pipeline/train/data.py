@@ -49,14 +49,31 @@ class Batch:
     labels: torch.Tensor
     real_tokens: int
     padded_tokens: int
+    answer_index: torch.Tensor | None = None
+    """Flat indices (row-major over the batch's positions) of the positions whose next token is an answer token."""
+    answer_targets: torch.Tensor | None = None
+    """Those next tokens, in the same order. Both are worked out on the host when the batch is made, so the loss
+    picks its positions without a device-to-host sync."""
+
+    def __post_init__(self):
+        if self.answer_index is None:
+            next_labels = torch.full_like(self.labels, IGNORE)
+            next_labels[:, :-1] = self.labels[:, 1:]
+            flat = next_labels.reshape(-1)
+            self.answer_index = torch.nonzero(flat != IGNORE).flatten()
+            self.answer_targets = flat[self.answer_index]
 
     @property
     def answer_tokens(self) -> int:
-        return int((self.labels[:, 1:] != IGNORE).sum())
+        return len(self.answer_targets)
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Batch:
-        inputs = {key: _moved(value, device, dtype) for key, value in self.inputs.items()}
-        return Batch(inputs, self.labels.to(device), self.real_tokens, self.padded_tokens)
+        """On CUDA through pinned memory without blocking, so the copy overlaps the work already queued."""
+        moved = {key: _moved(value, device, dtype) for key, value in self.inputs.items()}
+        return Batch(
+            moved, _moved(self.labels, device, dtype), self.real_tokens, self.padded_tokens,
+            _moved(self.answer_index, device, dtype), _moved(self.answer_targets, device, dtype),
+        )  # fmt: skip
 
 
 def read_records(path: Path) -> list[dict]:
@@ -186,4 +203,6 @@ def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, epoch
 def _moved(value, device: torch.device, dtype: torch.dtype):
     if not isinstance(value, torch.Tensor):
         return value
+    if device.type == "cuda" and value.device.type == "cpu":
+        value = value.pin_memory().to(device, non_blocking=True)
     return value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from cad_pipeline.train.config import TrainConfig
-from cad_pipeline.train.data import IGNORE, Batch, Sample, length_grouped_batches, packed_batch, padded_batch
+from cad_pipeline.train.data import Batch, Sample, length_grouped_batches, packed_batch, padded_batch
 
 CHECKPOINT_FILE = "state.pt"
 BEST_FILE = "best-{step}.pt"
@@ -91,13 +91,13 @@ def plan_steps(samples: int, config: TrainConfig) -> TrainPlan:
 
 
 def answer_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over answer tokens, and their count; logits only where a target exists."""
+    """Summed cross-entropy over answer tokens (a device tensor: reading it is the caller's sync), and their count;
+    logits only where a target exists, at positions the batch knew on the host."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.model(**batch.inputs, use_cache=False).last_hidden_state[:, :-1]
-    targets = batch.labels[:, 1:]
-    wanted = targets != IGNORE
-    logits = base.get_output_embeddings()(hidden[wanted]).float()
-    return F.cross_entropy(logits, targets[wanted], reduction="sum"), int(wanted.sum())
+    hidden = base.model(**batch.inputs, use_cache=False).last_hidden_state
+    chosen = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.answer_index)
+    logits = base.get_output_embeddings()(chosen).float()
+    return F.cross_entropy(logits, batch.answer_targets, reduction="sum"), batch.answer_tokens
 
 
 def make_batch(samples: list[Sample], processor, packed: bool) -> Batch:
@@ -141,14 +141,14 @@ def validation_loss(model, samples: list[Sample], processor, config: TrainConfig
     if not samples:
         return float("nan")
     model.eval()
-    total, count = 0.0, 0
+    total, count = torch.zeros((), device=device), 0
     order = sorted(range(len(samples)), key=lambda i: samples[i].length)
     for start in range(0, len(order), config.batch_size):
         batch = make_batch([samples[i] for i in order[start : start + config.batch_size]], processor, packed).to(device, dtype)
         loss, tokens = answer_loss(model, batch)
-        total, count = total + float(loss), count + tokens
+        total, count = total + loss, count + tokens
     model.train()
-    return total / count
+    return float(total) / count
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -239,12 +239,12 @@ def optimizer_step(model, processor, optimizer, learning_rate, group, config, de
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     targets = sum(len(sample.answer_ids) for samples in group for sample in samples)
-    total_loss, real, padded = 0.0, 0, 0
+    total_loss, real, padded = torch.zeros((), device=device), 0, 0
     for samples in group:
         batch = make_batch(samples, processor, packed).to(device, dtype)
         loss, _ = answer_loss(model, batch)
         (loss / targets).backward()
-        total_loss += float(loss.detach())
+        total_loss += loss.detach()
         real, padded = real + batch.real_tokens, padded + batch.padded_tokens
     if config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
@@ -252,11 +252,12 @@ def optimizer_step(model, processor, optimizer, learning_rate, group, config, de
         parameter_group["lr"] = learning_rate
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    step_loss = float(total_loss) / targets  # the step's one sync: its time then includes all of its device work
     seconds = time.perf_counter() - started
     return StepRecord(
         step=state.step + 1,
         epoch=state.epoch,
-        loss=total_loss / targets,
+        loss=step_loss,
         learning_rate=learning_rate,
         real_tokens_per_second=real / seconds,
         pad_fraction=1.0 - real / padded,

@@ -2,6 +2,7 @@
 validation during training, the best weights kept, the time budget."""
 
 import json
+import threading
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from cad_pipeline.cad.openecad.writer import write_code
 from cad_pipeline.dataset.conversations import conversation
 from cad_pipeline.train.config import TrainConfig, resolved_train_mode
 from cad_pipeline.train.data import IGNORE, length_grouped_batches, packed_batch, padded_batch, prepare_samples, question_and_answer
-from cad_pipeline.train.loop import CHECKPOINT_FILE, answer_loss, train, validation_loss
+from cad_pipeline.train.loop import CHECKPOINT_FILE, answer_loss, prefetched_batches, train, validation_loss
 from cad_pipeline.train.model import (
     add_lora,
     load_base_model,
@@ -126,6 +127,26 @@ def test_packed_loss_is_the_token_weighted_mean_of_the_samples_losses(tiny_setup
     assert float(packed) == pytest.approx(sum(float(loss) for loss, _ in alone), rel=1e-4)
 
 
+def test_batches_are_made_ahead_on_a_worker_in_order_and_each_step_records_its_wait(tiny_setup, tmp_path):
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, batch_size=2, max_steps=3, checkpoint_every=0)
+    samples = prepare_samples(records[:8], folder / "images", base.processor, 4096).samples
+    micro_batches = [samples[start : start + 2] for start in range(0, 8, 2)]
+    made = list(prefetched_batches(micro_batches, base.processor, False))
+    assert len(made) == 4
+    for (batch, waited), chosen in zip(made, micro_batches):
+        expected = padded_batch(chosen, base.processor)
+        assert torch.equal(batch.inputs["input_ids"], expected.inputs["input_ids"]) and waited >= 0
+        assert torch.equal(batch.inputs["pixel_values"], expected.inputs["pixel_values"])
+        assert torch.equal(batch.answer_targets, expected.labels[expected.labels != IGNORE])
+    stream = prefetched_batches(iter(micro_batches), base.processor, False)
+    next(stream)
+    stream.close()
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("batches")]
+    state = train(make_trainable(base.model, config), base.processor, samples, [], config, CPU, torch.float32, tmp_path)
+    assert len(state.steps) == 3 and all(0 <= record.data_wait_seconds < record.seconds for record in state.steps)
+
+
 def test_length_grouping_removes_most_padding():
     lengths = [200 + (index * 7919) % 1300 for index in range(512)]
 
@@ -191,7 +212,7 @@ def test_a_plan_predicts_each_step_from_its_padded_tokens():
     assert _fit_line([1000, 2000], [2.0, 2.5]) == pytest.approx((1.5, 0.0005))
     fixed, per_token = _fit_line([1000, 2000], [1.0, 3.0])  # a negative fixed part is not physical: through the origin
     assert fixed == 0.0 and per_token == pytest.approx(4.0 / 3000)
-    measurement = StepMeasurement("cpu", "float32", 2, 1, 2.0, 2.0, 0.001, 0.0, 5.0, 1.0, 0.0, 1, 0, 10, 0.5, step_seconds=[1.0, 2.0, 3.0])
+    measurement = StepMeasurement("cpu", "float32", 2, 1, 2.0, 2.0, 0.001, 0.0, 5.0, 1.0, 0.0, 0.0, 1, 0, 10, 0.5, step_seconds=[1.0, 2.0, 3.0])
     assert measurement.run_seconds(2) == 5.0 + 3.0 and measurement.run_seconds(7) == 5.0 + 2 * 6.0 + 1.0
     assert "step_seconds" not in measurement.to_json()
 

@@ -29,6 +29,8 @@ from cad_pipeline.train.tiny import write_tiny_model
 class LoopSpeed:
     real_tokens_per_second: float
     pad_fraction: float
+    data_wait_share: float
+    """Share of the timed steps' time the training thread spent waiting for batches (the Trainer: collating them)."""
 
 
 def compare_with_trainer(
@@ -57,28 +59,40 @@ def compare_with_trainer(
 
 def _our_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path) -> LoopSpeed:
     measured = measure_steps(model, processor, samples, config, device, dtype, False, steps, warmup)
-    return LoopSpeed(measured.real_tokens_per_second, measured.pad_fraction)
+    return LoopSpeed(measured.real_tokens_per_second, measured.pad_fraction, measured.data_wait_share)
 
 
 class _StepTimer(TrainerCallback):
-    def __init__(self, warmup: int):
-        self.warmup, self.seconds, self.started, self.timed_steps = warmup, 0.0, 0.0, 0
+    """Times the steps after the warm-up from the end of the step before, so the time the Trainer spends fetching and
+    collating a batch counts, as it does in our loop."""
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
+    def __init__(self, warmup: int):
+        self.warmup, self.window, self.timed_steps = warmup, [0.0, 0.0], 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.window[0] = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step > self.warmup:
-            self.seconds += time.perf_counter() - self.started
+        if state.global_step == self.warmup:
+            self.window[0] = time.perf_counter()
+        elif state.global_step > self.warmup:
+            self.window[1] = time.perf_counter()
             self.timed_steps += 1
+
+    @property
+    def seconds(self) -> float:
+        return self.window[1] - self.window[0]
 
 
 def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path) -> LoopSpeed:
     sizes: list[tuple[int, int]] = []
+    collating: list[tuple[float, float]] = []
 
     def collate(chosen):
+        started = time.perf_counter()
         batch = padded_batch(chosen, processor)
         sizes.append((batch.real_tokens, batch.padded_tokens))
+        collating.append((started, time.perf_counter() - started))
         return {**batch.inputs, "labels": batch.labels}
 
     arguments = TrainingArguments(
@@ -101,7 +115,8 @@ def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype
     Trainer(model=model, args=arguments, train_dataset=_ListDataset(samples), data_collator=collate, callbacks=[timer]).train()
     timed = sizes[warmup : warmup + timer.timed_steps]
     real, padded = sum(real for real, _ in timed), sum(padded for _, padded in timed)
-    return LoopSpeed(real / timer.seconds, 1.0 - real / padded)
+    waited = sum(seconds for started, seconds in collating if timer.window[0] <= started <= timer.window[1])
+    return LoopSpeed(real / timer.seconds, 1.0 - real / padded, waited / timer.seconds)
 
 
 class _ListDataset(torch.utils.data.Dataset):

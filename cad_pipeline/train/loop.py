@@ -1,6 +1,9 @@
 """The training loop (LoRA or full): AdamW, cosine schedule with warmup, gradient accumulation, answer-only logits,
 validation during training, the best weights kept on request, a wall-clock budget, resumable.
 
+Micro-batches (image decoding, preprocessing, padding) are made on a worker thread a few batches ahead, so the
+training thread waits for data only when the worker falls behind; each step records that wait.
+
 Loss is the mean cross-entropy over answer tokens of each optimizer step (token-weighted across
 the micro-batches it accumulates). The model's trunk runs once per micro-batch and the output head
 only at positions whose next token is an answer token, so prompt and image positions cost no
@@ -16,7 +19,10 @@ import math
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +49,8 @@ class StepRecord:
     pad_fraction: float
     peak_memory_bytes: int
     seconds: float
+    data_wait_seconds: float = 0.0
+    """Of `seconds`, the time the step waited for its micro-batches to be made."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,25 @@ def make_batch(samples: list[Sample], processor, packed: bool) -> Batch:
     return packed_batch(samples, processor) if packed else padded_batch(samples, processor)
 
 
+LOOKAHEAD = 2
+"""Micro-batches made ahead of the one training: enough to hide one slow batch, few enough to bound host memory."""
+
+
+def prefetched_batches(micro_batches: Iterable[list[Sample]], processor, packed: bool) -> Iterator[tuple[Batch, float]]:
+    """Each micro-batch made on a worker thread `LOOKAHEAD` batches ahead of its use, with the seconds the caller
+    waited for it. Close the iterator (or exhaust it) to stop the worker."""
+    pending: deque = deque()
+    chosen = iter(micro_batches)
+    with ThreadPoolExecutor(1, thread_name_prefix="batches") as worker:
+        pending.extend(worker.submit(make_batch, samples, processor, packed) for samples in islice(chosen, LOOKAHEAD))
+        while pending:
+            started = time.perf_counter()
+            batch = pending.popleft().result()
+            waited = time.perf_counter() - started
+            pending.extend(worker.submit(make_batch, samples, processor, packed) for samples in islice(chosen, 1))
+            yield batch, waited
+
+
 def warmup_cosine_by_step(step: int, total_steps: int, warmup_ratio: float) -> float:
     """The share of the peak rate at `step`: a linear warmup over `warmup_ratio` of the steps, then a cosine to 0."""
     warmup = max(1, round(total_steps * warmup_ratio)) if warmup_ratio > 0 else 0
@@ -143,9 +170,9 @@ def validation_loss(model, samples: list[Sample], processor, config: TrainConfig
     model.eval()
     total, count = torch.zeros((), device=device), 0
     order = sorted(range(len(samples)), key=lambda i: samples[i].length)
-    for start in range(0, len(order), config.batch_size):
-        batch = make_batch([samples[i] for i in order[start : start + config.batch_size]], processor, packed).to(device, dtype)
-        loss, tokens = answer_loss(model, batch)
+    micro_batches = ([samples[i] for i in order[start : start + config.batch_size]] for start in range(0, len(order), config.batch_size))
+    for made, _ in prefetched_batches(micro_batches, processor, packed):
+        loss, tokens = answer_loss(model, made.to(device, dtype))
         total, count = total + loss, count + tokens
     model.train()
     return float(total) / count
@@ -204,11 +231,12 @@ def train(
     model.train()
     lengths = [sample.length for sample in train_samples]
     while state.step < plan.total_steps and state.epoch < config.epochs and within_budget():
-        batches = length_grouped_batches(lengths, config.batch_size, config.seed, state.epoch)
+        batches = [[train_samples[i] for i in batch] for batch in length_grouped_batches(lengths, config.batch_size, config.seed, state.epoch)]
+        stream = prefetched_batches(batches[state.next_batch :], processor, packed)
         while state.next_batch < len(batches) and state.step < plan.total_steps and within_budget():
             group = batches[state.next_batch : state.next_batch + config.gradient_accumulation]
             rate = learning_rate_at(config, plan.total_steps, state)
-            record = optimizer_step(model, processor, optimizer, rate, [[train_samples[i] for i in b] for b in group], config, device, dtype, packed, state)
+            record = optimizer_step(model, optimizer, rate, islice(stream, len(group)), answer_targets(group), config, device, dtype, state)
             state.next_batch += len(group)
             state.step += 1
             state.steps.append(record)
@@ -220,7 +248,9 @@ def train(
                 record_time()
                 _save(checkpoint_dir, model, optimizer, state, config.keep_best)
             if stop_after is not None and state.step >= stop_after:
+                stream.close()
                 return state
+        stream.close()
         if state.next_batch >= len(batches):
             state.epoch, state.next_batch = state.epoch + 1, 0
             validate()
@@ -234,14 +264,20 @@ def train(
     return state
 
 
-def optimizer_step(model, processor, optimizer, learning_rate, group, config, device, dtype, packed, state) -> StepRecord:
+def answer_targets(group: list[list[Sample]]) -> int:
+    """The answer tokens an optimizer step over these micro-batches predicts: what its summed loss is divided by."""
+    return sum(len(sample.answer_ids) for samples in group for sample in samples)
+
+
+def optimizer_step(model, optimizer, learning_rate, micro_batches: Iterable[tuple[Batch, float]], targets: int, config, device, dtype, state) -> StepRecord:
+    """`micro_batches` (made ahead, with the seconds waited for each) are pulled as the step needs them."""
     started = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    targets = sum(len(sample.answer_ids) for samples in group for sample in samples)
-    total_loss, real, padded = torch.zeros((), device=device), 0, 0
-    for samples in group:
-        batch = make_batch(samples, processor, packed).to(device, dtype)
+    total_loss, real, padded, waited = torch.zeros((), device=device), 0, 0, 0.0
+    for made, wait in micro_batches:
+        waited += wait
+        batch = made.to(device, dtype)
         loss, _ = answer_loss(model, batch)
         (loss / targets).backward()
         total_loss += loss.detach()
@@ -263,6 +299,7 @@ def optimizer_step(model, processor, optimizer, learning_rate, group, config, de
         pad_fraction=1.0 - real / padded,
         peak_memory_bytes=peak_memory_bytes(device),
         seconds=seconds,
+        data_wait_seconds=waited,
     )
 
 

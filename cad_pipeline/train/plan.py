@@ -12,6 +12,7 @@ import math
 import os
 import resource
 import statistics
+from itertools import islice
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_
 from cad_pipeline.dataset.subset import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
-from cad_pipeline.train.loop import TrainState, make_optimizer, optimizer_step, plan_steps
+from cad_pipeline.train.loop import TrainState, answer_targets, make_optimizer, optimizer_step, plan_steps, prefetched_batches
 from cad_pipeline.train.memory import ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
 from cad_pipeline.train.presets import described
@@ -47,6 +48,8 @@ class StepMeasurement:
     """What the warm-up steps took beyond their predicted time (allocator, kernel choice): paid once per run."""
     real_tokens_per_second: float
     pad_fraction: float
+    data_wait_share: float
+    """Share of the timed steps' time spent waiting for micro-batches to be made."""
     peak_memory_bytes: int
     baseline_memory_bytes: int
     """Memory in use before the measured steps (CPU: the process's resident set), subtracted when calibrating."""
@@ -98,9 +101,11 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
     model.train()
     baseline = _resident_bytes() if device.type != "cuda" else int(torch.cuda.memory_allocated(device))
     records, state = [], TrainState()
-    for index in warm_indices + timed_indices:
-        group = [[samples[i] for i in batch] for batch in groups[index]]
-        records.append(optimizer_step(model, processor, optimizer, config.learning_rate, group, config, device, dtype, packed, state))
+    chosen = [[[samples[i] for i in batch] for batch in groups[index]] for index in warm_indices + timed_indices]
+    stream = prefetched_batches((batch for group in chosen for batch in group), processor, packed)
+    for group in chosen:
+        records.append(optimizer_step(model, optimizer, config.learning_rate, islice(stream, len(group)), answer_targets(group), config, device, dtype, state))
+    stream.close()
     warm, timed = records[: len(warm_indices)], records[len(warm_indices) :]
     fixed, per_token = _fit_line([sizes[i] for i in timed_indices], [r.seconds for r in timed])
     predicted = [fixed + per_token * size for size in sizes]
@@ -118,6 +123,7 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
         startup_seconds=max(0.0, sum(r.seconds for r in warm) - sum(predicted[i] for i in warm_indices)),
         real_tokens_per_second=real / sum(r.seconds for r in timed),
         pad_fraction=statistics.fmean(r.pad_fraction for r in timed),
+        data_wait_share=sum(r.data_wait_seconds for r in timed) / sum(r.seconds for r in timed),
         peak_memory_bytes=max(r.peak_memory_bytes for r in records),
         baseline_memory_bytes=baseline,
         max_padded_length=max(max(samples[i].length for i in batch) for group in groups for batch in group),
@@ -236,7 +242,7 @@ def projection_markdown(projections: list[ScaleProjection], measurement: StepMea
         f"warm-up, {measurement.seconds_fixed_per_step:.3f} s + {measurement.seconds_per_padded_token * 1e3:.3f} ms per padded "
         f"token a step, so {measurement.seconds_per_step:.2f} s/step over the epoch; start-up {measurement.startup_seconds:.1f} s, "
         f"{measurement.real_tokens_per_second:,.0f} real tokens/s, pad {measurement.pad_fraction:.1%}, "
-        f"peak memory {measurement.peak_memory_bytes / 2**30:.2f} GiB.\n\n"
+        f"waiting for data {measurement.data_wait_share:.1%} of the step time, peak memory {measurement.peak_memory_bytes / 2**30:.2f} GiB.\n\n"
     )
     rows = [
         "| scale | train models | samples | steps/epoch | epoch | steps this run | run time | models to render | render time |",

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from cad_pipeline.train.loop import StepRecord, TrainState  # noqa: E402
 
-STEP_METRICS = ("loss", "learning_rate", "real_tokens_per_second", "pad_fraction", "peak_memory_bytes")
+STEP_METRICS = ("loss", "learning_rate", "real_tokens_per_second", "pad_fraction", "peak_memory_bytes", "data_wait_seconds")
 
 
 @dataclass(frozen=True)

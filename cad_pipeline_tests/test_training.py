@@ -147,6 +147,34 @@ def test_batches_are_made_ahead_on_a_worker_in_order_and_each_step_records_its_w
     assert len(state.steps) == 3 and all(0 <= record.data_wait_seconds < record.seconds for record in state.steps)
 
 
+@pytest.mark.parametrize("train_mode", ["lora", "full"])
+def test_bf16_training_keeps_fp32_masters_so_an_update_below_bf16_resolution_survives(tiny_setup, tmp_path, train_mode):
+    folder, records, model_dir = tiny_setup
+    config = TrainConfig(
+        base_model=str(model_dir), train_mode=train_mode, freeze_vision_tower=True, batch_size=2, max_steps=1,
+        learning_rate=1e-4, warmup_ratio=0.0, checkpoint_every=0, max_grad_norm=0.0,
+    )  # fmt: skip
+    base = load_base_model(config, CPU, torch.bfloat16, tmp_path, [])
+    model = make_trainable(base.model, config)
+    trained = {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+    frozen = {name: parameter for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    assert {p.dtype for p in trained.values()} == {torch.float32} and {p.dtype for p in frozen.values()} == {torch.bfloat16}
+    norms = [name for name in trained if name.endswith("norm.weight")] if train_mode == "full" else []
+    assert len(norms) >= 5 or train_mode == "lora"
+    before = {name: parameter.detach().clone() for name, parameter in trained.items()}
+    samples = prepare_samples(records[:2], folder / "images", base.processor, 4096).samples
+    state = train(model, base.processor, samples, [], config, CPU, torch.bfloat16, tmp_path / "checkpoints")
+    assert len(state.steps) == 1 and torch.isfinite(torch.tensor(state.steps[0].loss))
+    one = torch.tensor(1.0, dtype=torch.bfloat16)
+    assert one - 1e-4 == one  # pure bf16 would lose this update on a weight of 1
+    for name in norms:  # full mode trains the norms, whose weights start at 1: Adam's first step moves each by the rate
+        assert torch.all(before[name] == 1.0)
+        assert float((trained[name].detach() - before[name]).abs().max()) == pytest.approx(1e-4, rel=0.05), name
+    # LoRA's B starts at 0, so A gets no gradient at the first step; every other trained weight moves
+    moving = [name for name in trained if "lora_A" not in name]
+    assert sum(int((trained[name] != before[name]).sum()) for name in moving) > 0.9 * sum(trained[name].numel() for name in moving)
+
+
 def test_length_grouping_removes_most_padding():
     lengths = [200 + (index * 7919) % 1300 for index in range(512)]
 

@@ -98,14 +98,17 @@ def plan_steps(samples: int, config: TrainConfig) -> TrainPlan:
     return TrainPlan(batches, steps_per_epoch, min(total, config.max_steps) if config.max_steps else total)
 
 
-def answer_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+def answer_loss(model: torch.nn.Module, batch: Batch, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy over answer tokens (a device tensor: reading it is the caller's sync), and their count;
-    logits only where a target exists, at positions the batch knew on the host."""
+    logits only where a target exists, at positions the batch knew on the host. A 16-bit `dtype` computes under
+    autocast, so fp32 trained weights (`model.with_fp32_masters`) and 16-bit frozen ones work together."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.model(**batch.inputs, use_cache=False).last_hidden_state
-    chosen = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.answer_index)
-    logits = base.get_output_embeddings()(chosen).float()
-    return F.cross_entropy(logits, batch.answer_targets, reduction="sum"), batch.answer_tokens
+    device_type = batch.answer_index.device.type
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype in (torch.float16, torch.bfloat16)):
+        hidden = base.model(**batch.inputs, use_cache=False).last_hidden_state
+        chosen = hidden.reshape(-1, hidden.shape[-1]).index_select(0, batch.answer_index)
+        logits = base.get_output_embeddings()(chosen)
+    return F.cross_entropy(logits.float(), batch.answer_targets, reduction="sum"), batch.answer_tokens
 
 
 def make_batch(samples: list[Sample], processor, packed: bool) -> Batch:
@@ -172,7 +175,7 @@ def validation_loss(model, samples: list[Sample], processor, config: TrainConfig
     order = sorted(range(len(samples)), key=lambda i: samples[i].length)
     micro_batches = ([samples[i] for i in order[start : start + config.batch_size]] for start in range(0, len(order), config.batch_size))
     for made, _ in prefetched_batches(micro_batches, processor, packed):
-        loss, tokens = answer_loss(model, made.to(device, dtype))
+        loss, tokens = answer_loss(model, made.to(device, dtype), dtype)
         total, count = total + loss, count + tokens
     model.train()
     return float(total) / count
@@ -278,7 +281,7 @@ def optimizer_step(model, optimizer, learning_rate, micro_batches: Iterable[tupl
     for made, wait in micro_batches:
         waited += wait
         batch = made.to(device, dtype)
-        loss, _ = answer_loss(model, batch)
+        loss, _ = answer_loss(model, batch, dtype)
         (loss / targets).backward()
         total_loss += loss.detach()
         real, padded = real + batch.real_tokens, padded + batch.padded_tokens

@@ -172,9 +172,18 @@ def make_trainable(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Modu
     """The model as its train mode trains it: wrapped with LoRA (lora), or with every parameter requiring gradients,
     the vision tower's unless `freeze_vision_tower` (full)."""
     if resolved_train_mode(config) == "lora":
-        return add_lora(model, config)
+        return with_fp32_masters(add_lora(model, config))
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(not (config.freeze_vision_tower and part_of(name) == "vision_tower"))
+    return with_fp32_masters(model)
+
+
+def with_fp32_masters(model: torch.nn.Module) -> torch.nn.Module:
+    """Every trained weight in fp32, so its optimizer state is fp32 too and an update below 16-bit resolution (1e-4 on
+    a weight of 1 in bf16) is kept; frozen weights stay as loaded, and the loop computes in 16 bits under autocast."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype in (torch.float16, torch.bfloat16):
+            parameter.data = parameter.data.float()
     return model
 
 

@@ -257,6 +257,7 @@ def _estimate(args) -> int:
     plan = plan_partition(config, folder, corpus, args.scale or folder.name, args.plan_steps, args.plan_warmup, args.memory_budget_gib * 2**30)
     projections, memory = plan.markdown()
     print(f"base model: {described(config.base_model)}, measured on {plan.measurement.device}")
+    print(f"max_length {plan.max_length} tokens: {plan.samples_left_out} train and validation samples are longer and left out")
     print(projections)
     print()
     print(memory)

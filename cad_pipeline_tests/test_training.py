@@ -2,6 +2,7 @@
 validation during training, the best weights kept, the time budget."""
 
 import json
+from dataclasses import replace
 import threading
 import time
 
@@ -22,6 +23,7 @@ from cad_pipeline.train.model import (
     load_trained,
     lora_targets,
     make_trainable,
+    resolved_max_length,
     save_trained,
     trainable_parameters_by_part,
     trained_parts,
@@ -173,6 +175,13 @@ def test_bf16_training_keeps_fp32_masters_so_an_update_below_bf16_resolution_sur
     # LoRA's B starts at 0, so A gets no gradient at the first step; every other trained weight moves
     moving = [name for name in trained if "lora_A" not in name]
     assert sum(int((trained[name] != before[name]).sum()) for name in moving) > 0.9 * sum(trained[name].numel() for name in moving)
+
+
+def test_max_length_0_is_the_models_context_and_a_set_one_is_kept(tiny_setup):
+    _, _, model_dir = tiny_setup
+    config, base = _loaded(model_dir)
+    assert config.max_length == 0 and resolved_max_length(config, base.model).max_length == SMALL.max_positions == 4096
+    assert resolved_max_length(replace(config, max_length=300), base.model).max_length == 300
 
 
 def test_length_grouping_removes_most_padding():

@@ -76,6 +76,8 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
             "projections": dg.MetadataValue.md(projections),
             "memory_plan": dg.MetadataValue.md(memory),
             "device": measurement.device,
+            "max_length": plan.max_length,
+            "samples_left_out": plan.samples_left_out,
         }
     )
 

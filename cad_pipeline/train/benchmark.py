@@ -21,7 +21,7 @@ from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
 from cad_pipeline.train.plan import measure_steps
 from cad_pipeline.train.session import open_session
-from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, load_base_model
+from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, load_base_model, resolved_max_length
 from cad_pipeline.train.tiny import write_tiny_model
 
 
@@ -51,6 +51,7 @@ def compare_with_trainer(
     results = {}
     for name, measure in (("trainer", _trainer_speed), ("ours", _our_speed)):
         base = load_base_model(config, device, dtype, work_dir, conversation_texts(records))
+        config = resolved_max_length(config, base.model)
         model = add_lora(base.model, config)
         prepared = prepare_samples(records, partition_dir / "images", base.processor, config.max_length).samples
         results[name] = measure(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir)

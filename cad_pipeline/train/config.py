@@ -38,7 +38,9 @@ class TrainConfig:
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / rank)")
     lora_dropout: float = option(0.05, "dropout on the LoRA input")
     lora_vision: bool = option(False, "also put LoRA on the vision tower's linear layers (OpenECAD's recipe does)")
-    max_length: int = option(2048, "samples longer than this many tokens (image tokens included) are left out, not cut")
+    max_length: int = option(
+        0, "samples longer than this many tokens (image tokens included) are left out, not cut (0: the base model's context)"
+    )
     validation_samples: int = option(0, "validation samples whose loss is measured before training, after each epoch and every validation_every steps (0: all)")
     validation_every: int = option(0, "also measure the validation loss every this many optimizer steps (0: only before training and after each epoch)")
     keep_best: bool = option(False, "save the weights of the lowest validation loss instead of the last ones")

@@ -178,6 +178,17 @@ def make_trainable(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Modu
     return with_fp32_masters(model)
 
 
+def model_context(model: torch.nn.Module) -> int:
+    """The longest sequence the language model takes: its config's `max_position_embeddings`."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return int(config.max_position_embeddings)
+
+
+def resolved_max_length(config: TrainConfig, model: torch.nn.Module) -> TrainConfig:
+    """The settings with `max_length` 0 replaced by the model's context."""
+    return config if config.max_length else replace(config, max_length=model_context(model))
+
+
 def with_fp32_masters(model: torch.nn.Module) -> torch.nn.Module:
     """Every trained weight in fp32, so its optimizer state is fp32 too and an update below 16-bit resolution (1e-4 on
     a weight of 1 in bf16) is kept; frozen weights stay as loaded, and the loop computes in 16 bits under autocast."""

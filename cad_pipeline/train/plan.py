@@ -276,10 +276,16 @@ class TrainingPlan:
     memory_calibration: float
     memory_budget_bytes: float
     memory_rows: list
+    max_length: int
+    """The run's `max_length`, resolved (the model's context when the setting is 0)."""
+    samples_left_out: int
+    """Train and validation samples longer than `max_length`: left out of training, not cut."""
 
     def to_json(self, config: TrainConfig) -> dict:
         return {
             "base_model": described(config.base_model),
+            "max_length": self.max_length,
+            "samples_left_out": self.samples_left_out,
             "config": config.to_json(),
             "measurement": self.measurement.to_json(),
             "projections": [asdict(p) for p in self.projections],
@@ -320,7 +326,8 @@ def make_plan(
     projections = project_scales(measurement, config, per_model, (scale, train_models), scales, render_models_per_second)
     budget = budget_bytes or device_memory_bytes(session.device)
     factor, rows = memory_plan(model_shape(session.model, session.dtype), measurement, config, budget, session.device.type == "cuda")
-    return TrainingPlan(measurement, projections, render_models_per_second, factor, budget, rows)
+    left_out = len(session.train.too_long) + len(session.val.too_long)
+    return TrainingPlan(measurement, projections, render_models_per_second, factor, budget, rows, config.max_length, left_out)
 
 
 RENDER_SAMPLE_MODELS = 12

@@ -74,6 +74,7 @@ def run_training(
             "`bench train`, `bench plan`); give a real model folder, or set train_preset (--train-preset) to train it anyway"
         )
     session = open_session(config, partition_dir, out_dir)
+    config = session.config
     parts = trained_parts(session.model, config)
     client = tracking.client()
     experiment = tracking.experiment_id(client)

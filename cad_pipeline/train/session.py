@@ -10,7 +10,7 @@ import torch
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
 from cad_pipeline.train.data import SampleSet, conversation_texts, first_views_first, prepare_samples, read_records
 from cad_pipeline.train.image_use import model_of_image
-from cad_pipeline.train.model import BaseModel, flash_attention_available, load_base_model, make_trainable
+from cad_pipeline.train.model import BaseModel, flash_attention_available, load_base_model, make_trainable, resolved_max_length
 
 IMAGE_FOLDER = "images"
 
@@ -32,7 +32,8 @@ class TrainingSession:
 
 
 def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> TrainingSession:
-    """The tiny base model's tokenizer learns from the train answers only, so validation stays unseen."""
+    """The tiny base model's tokenizer learns from the train texts only, so validation stays unseen; the session's
+    config has `max_length` resolved (the model's context when 0)."""
     for name in ("train.json", "val.json"):
         if not (partition_dir / name).is_file():
             raise FileNotFoundError(f"{partition_dir / name} is missing: materialize `conversations` for this scale first")
@@ -45,6 +46,7 @@ def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> Tr
     if config.validation_samples:
         val_records = first_views_first(val_records, lambda record: model_of_image(Path(record["image"])))[: config.validation_samples]
     base = load_base_model(config, device, dtype, work_dir, conversation_texts(train_records))
+    config = resolved_max_length(config, base.model)
     model = make_trainable(base.model, config)
     images = partition_dir / IMAGE_FOLDER
     train = prepare_samples(train_records, images, base.processor, config.max_length)

@@ -16,7 +16,7 @@ from cad_pipeline.evaluate.evaluation import ADAPTER, BASE, EvaluationSample, ge
 from cad_pipeline.evaluate.generate import END_TOKEN, TIME, TOKEN_LIMIT, Answer, generate_answers
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import open_images, prompt_text, question_and_answer
-from cad_pipeline.train.model import TrainedModel, add_lora, load_base_model
+from cad_pipeline.train.model import TrainedModel, add_lora, load_base_model, resolved_max_length
 from cad_pipeline.train.tiny import write_tiny_model
 from cad_pipeline_tests.test_training import SMALL, _records
 
@@ -102,8 +102,8 @@ def test_rows_stop_at_their_end_token_and_the_others_at_the_token_limit(tiny):
 
 def trained_adapter(model_dir: Path) -> TrainedModel:
     """The varied tiny model under a fresh LoRA adapter, as `load_trained` returns a trained one."""
-    config = TrainConfig(base_model=str(model_dir), train_mode="lora")
     base = load(model_dir, varied=True)
+    config = resolved_max_length(TrainConfig(base_model=str(model_dir), train_mode="lora"), base.model)
     return TrainedModel(add_lora(base.model, config), base.processor, config, CPU, torch.float32, model_dir)
 
 

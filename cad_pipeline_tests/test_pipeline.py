@@ -18,6 +18,7 @@ from cad_pipeline.cad.build import build_solid
 from cad_pipeline.cad.measure import measure
 from cad_pipeline.cad.openecad.interpreter import interpret
 from cad_pipeline.dataset.corpus import corpus_fingerprint
+from cad_pipeline.dataset.tokens import open_token_counter
 from cad_pipeline.defs.conversations import ConversationConfig, conversations
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.evaluation import evaluation
@@ -134,15 +135,26 @@ def test_conversations_load_in_tinyllava_format_and_every_answer_rebuilds(settin
     percentiles = metadata["answer_length_percentiles"].value
     assert 0 < percentiles["tokens"]["p50"] <= percentiles["tokens"]["p100"] <= 3072
     assert "Of course, here are the codes:" in metadata["examples"].value
+    assert metadata["samples_over_max_length"].value["max_length"] == 2048
+    short = 64 + percentiles["tokens"]["p50"] * 3 // 4
     tight = dg.materialize(
         [deepcad_corpus, cad_subset, rendered_views, conversations],
         resources={"settings": settings},
         partition_key="full",
-        run_config=dg.RunConfig({"conversations": ConversationConfig(token_budget=percentiles["tokens"]["p50"])}),
+        run_config=dg.RunConfig({"conversations": ConversationConfig(token_budget=percentiles["tokens"]["p50"], max_length=short, image_tokens=64)}),
     )
-    dropped = tight.asset_materializations_for_node("conversations")[0].metadata["dropped_by_reason"].value
+    tight_metadata = tight.asset_materializations_for_node("conversations")[0].metadata
+    dropped = tight_metadata["dropped_by_reason"].value
     assert 0 < dropped["over_token_budget"] < len(by_model)
-    assert tight.asset_materializations_for_node("conversations")[0].metadata["answers_reused"].value == len(selected)
+    assert tight_metadata["answers_reused"].value == len(selected)
+    counter = open_token_counter("cl100k_base")
+    over = {}
+    for split in ("train", "val"):
+        records = json.loads(Path(tight_metadata[f"{split}_json"].value).read_text())
+        lengths = [sum(counter.count(turn["value"].removeprefix("<image>\n")) for turn in r["conversations"]) + 64 for r in records]
+        over[split] = sum(length > short for length in lengths)
+    assert tight_metadata["samples_over_max_length"].value == {"max_length": short, "image_tokens": 64, **over}
+    assert 0 < over["train"] < tight_metadata["train_samples"].value
 
 
 def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_a_model_that_reloads_exactly(settings, mlflow_settings):
@@ -222,7 +234,7 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     from cad_pipeline.train.config import TrainConfig
     from cad_pipeline.train.data import prepare_samples
     from cad_pipeline.train.loop import validation_loss
-    from cad_pipeline.train.model import load_base_model
+    from cad_pipeline.train.model import load_base_model, resolved_max_length
 
     limit = 4
     result = dg.materialize(
@@ -293,6 +305,7 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     partition = Path(settings.data_root) / "partitions" / "full"
     config = TrainConfig(base_model=str(partition / "lora_adapter" / "base_model"))
     base = load_base_model(config, torch.device("cpu"), torch.float32, partition, [])
+    config = resolved_max_length(config, base.model)
     records = [sample.record for sample in evaluation_samples(partition, settings.corpus_path, limit)]
     prepared = prepare_samples(records, partition / "images", base.processor, config.max_length).samples
     alone = validation_loss(base.model, prepared, base.processor, config, torch.device("cpu"), torch.float32, packed=False)

@@ -1,7 +1,7 @@
 """End to end through a real `dagster dev` on a small generated corpus: the asset graph as the UI reads it, the whole
 graph launched through the GraphQL API, Materialize clicked in Chromium, and a backfill of two scales under the gpu pool.
 
-The tests share one server and run in file order: each later test builds on what the earlier ones materialized.
+The tests share one server; each materializes what it needs, reusing what another test has already materialized.
 """
 
 import os
@@ -19,10 +19,11 @@ SMALLEST, SECOND = SCALES[0], SCALES[1]
 SAMPLE_MODELS = 60
 TRAINING = {"max_steps": 3, "batch_size": 2, "validation_samples": 4, "learning_rate": 3e-3, "checkpoint_every": 2}
 PLAN = {**TRAINING, "measure_steps": 2, "warmup_steps": 1}
+IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
+"""One process for a run's steps instead of one per step: a minute less on 2 cores. The clicked run and the backfill
+keep the UI's default multiprocess executor."""
 WHOLE_GRAPH_CONFIG = {
-    # One process for the run's seven steps instead of one per step: a minute less on 2 cores. The clicked run and
-    # the backfill below keep the UI's default multiprocess executor.
-    "execution": {"config": {"in_process": {}}},
+    **IN_PROCESS,
     "ops": {
         "training_plan": {"config": PLAN},
         "lora_adapter": {"config": TRAINING},
@@ -39,6 +40,7 @@ GROUPS = {
     "evaluation": "evaluation",
 }
 GPU_ASSETS = {"training_plan", "lora_adapter", "evaluation"}
+DATA_ASSETS = [name for name, group in GROUPS.items() if group == "data"]
 WARN_CHECKS = {"validation_loss_fell", "adapter_beats_base", "uses_image"}
 """Model-quality checks: recorded on every run, allowed to fail after three training steps."""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -111,24 +113,7 @@ def test_the_asset_graph_reads_as_the_pipeline(ui):
 
 
 def test_whole_graph_for_the_smallest_scale_launched_through_graphql(ui):
-    nodes = ui.graphql(ASSET_NODES)["assetNodes"]
-    params = {
-        "selector": {
-            **REPOSITORY,
-            "jobName": ASSET_JOB,
-            "assetSelection": [node["assetKey"] for node in nodes],
-            "assetCheckSelection": [
-                {"assetKey": node["assetKey"], "name": check["name"]} for node in nodes for check in node["assetChecksOrError"]["checks"]
-            ],
-        },
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": SMALLEST}]},
-        "runConfigData": WHOLE_GRAPH_CONFIG,
-    }
-    launched = ui.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    run = ui.wait_for_run(run_id, timeout=900)
-    assert run["status"] == "SUCCESS", _failure_messages(ui, run_id)
+    run_id, run = _launch(ui, list(GROUPS), SMALLEST, WHOLE_GRAPH_CONFIG)
     assert {step["stepKey"]: step["status"] for step in run["stepStats"]} == {name: "SUCCESS" for name in GROUPS}
 
     latest = {name: _latest(ui, name, None if name == "deepcad_corpus" else SMALLEST) for name in GROUPS}
@@ -195,7 +180,10 @@ def test_materialize_clicked_in_chromium_runs_to_success(ui, tmp_path):
 
 
 def test_backfill_of_two_scales_runs_one_gpu_step_at_a_time(ui):
-    """Both scales' conversations exist (the tests above), so both runs ask for the gpu pool at once."""
+    """With both scales' conversations in place, both runs ask for the gpu pool at once."""
+    for scale in (SMALLEST, SECOND):
+        if not _latest(ui, "conversations", scale)["assetMaterializations"]:
+            _launch(ui, DATA_ASSETS, scale, IN_PROCESS)
     params = {
         "partitionNames": [SMALLEST, SECOND],
         "assetSelection": [{"path": ["training_plan"]}],
@@ -217,6 +205,29 @@ def test_backfill_of_two_scales_runs_one_gpu_step_at_a_time(ui):
     (first_start, first_end, _), (second_start, second_end, second_created) = sorted(steps)
     assert second_created < first_end, "both runs were launched while the first trained, so they competed for the pool"
     assert first_end <= second_start, f"training_plan steps overlapped: {sorted(steps)}"
+
+
+def _launch(ui: DagsterDev, names: list[str], partition: str, run_config: dict) -> tuple[str, dict]:
+    """Run the named assets and all their checks for one partition through GraphQL; (run id, run) once it succeeded."""
+    nodes = [node for node in ui.graphql(ASSET_NODES)["assetNodes"] if "/".join(node["assetKey"]["path"]) in names]
+    params = {
+        "selector": {
+            **REPOSITORY,
+            "jobName": ASSET_JOB,
+            "assetSelection": [node["assetKey"] for node in nodes],
+            "assetCheckSelection": [
+                {"assetKey": node["assetKey"], "name": check["name"]} for node in nodes for check in node["assetChecksOrError"]["checks"]
+            ],
+        },
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        "runConfigData": run_config,
+    }
+    launched = ui.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    run = ui.wait_for_run(run_id, timeout=900)
+    assert run["status"] == "SUCCESS", _failure_messages(ui, run_id)
+    return run_id, run
 
 
 def _latest(ui: DagsterDev, name: str, partition: str | None) -> dict:

@@ -109,6 +109,8 @@ def conversation_texts(records: list[dict]):
 
 def prepare_samples(records: list[dict], image_folder: Path, processor, max_length: int) -> SampleSet:
     """Token ids for every record, the prompt tokenized once per distinct question (all images share one size)."""
+    if max_length < 1:
+        raise ValueError(f"max_length {max_length}: resolve 0 to the model's context (`resolved_max_length`) before preparing samples")
     tokenizer = processor.tokenizer
     prompts: dict[str, tuple[int, ...]] = {}
     samples, too_long = [], []

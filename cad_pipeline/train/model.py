@@ -134,7 +134,7 @@ def load_trained(folder: Path) -> TrainedModel:
     else:
         whole = load_base_model(replace(config, base_model=str(folder)), device, dtype, folder.parent, [])
         model, processor = whole.model, whole.processor
-    return TrainedModel(model.eval(), processor, config, device, dtype, folder)
+    return TrainedModel(model.eval(), processor, resolved_max_length(config, model), device, dtype, folder)
 
 
 def _base_settings(config: TrainConfig, folder: Path) -> TrainConfig:

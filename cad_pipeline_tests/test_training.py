@@ -16,7 +16,7 @@ from cad_pipeline.cad.openecad.writer import write_code
 from cad_pipeline.dataset.conversations import conversation
 from cad_pipeline.train.config import TrainConfig, resolved_train_mode
 from cad_pipeline.train.data import IGNORE, length_grouped_batches, packed_batch, padded_batch, prepare_samples, question_and_answer
-from cad_pipeline.train.loop import CHECKPOINT_FILE, answer_loss, prefetched_batches, train, validation_loss
+from cad_pipeline.train.loop import CHECKPOINT_FILE, answer_loss, make_optimizer, prefetched_batches, train, validation_loss
 from cad_pipeline.train.model import (
     add_lora,
     load_base_model,
@@ -147,6 +147,27 @@ def test_batches_are_made_ahead_on_a_worker_in_order_and_each_step_records_its_w
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("batches")]
     state = train(make_trainable(base.model, config), base.processor, samples, [], config, CPU, torch.float32, tmp_path)
     assert len(state.steps) == 3 and all(0 <= record.data_wait_seconds < record.seconds for record in state.steps)
+
+
+def test_the_fused_optimizer_makes_the_update_of_the_unfused_one(tiny_setup):
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, train_mode="full", weight_decay=0.1)
+    model = make_trainable(base.model, config)
+    optimizer = make_optimizer(model, config)
+    assert optimizer.defaults["fused"]
+    parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    copies = [parameter.detach().clone().requires_grad_() for parameter in parameters]
+    before = [parameter.detach().clone() for parameter in parameters]
+    reference = torch.optim.AdamW(copies, lr=config.learning_rate, weight_decay=0.1, foreach=False)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for parameter, copy in zip(parameters, copies):
+            parameter.grad = torch.randn(parameter.shape, generator=generator)
+            copy.grad = parameter.grad.clone()
+        optimizer.step()
+        reference.step()
+    assert all(torch.allclose(parameter, copy, rtol=1e-5, atol=1e-7) for parameter, copy in zip(parameters, copies))
+    assert all(not torch.equal(parameter, original) for parameter, original in zip(parameters, before))
 
 
 @pytest.mark.parametrize("train_mode", ["lora", "full"])

@@ -16,6 +16,7 @@ from cad_pipeline.dataset.answers import CodeAnswer
 from cad_pipeline.dataset.tokens import TokenCounter
 from cad_pipeline.render.batch import image_file_name
 
+IMAGE_PLACEHOLDER = "<image>\n"
 QUESTIONS = {
     "per_view": (
         "<image>\nThis image is a view of a 3D model from a certain angle. "
@@ -54,6 +55,16 @@ class ConversationSet:
     """One entry per kept model (each of its views shares the answer)."""
     train_models: set[str] = field(default_factory=set)
     val_models: set[str] = field(default_factory=set)
+    text_tokens: dict[str, int] = field(default_factory=dict)
+    """Record id -> tokens of its question (without the image placeholder) and its answer."""
+
+    def left_out(self, max_length: int, image_tokens: int) -> dict[str, int]:
+        """Samples per split longer than `max_length` in a model whose image takes `image_tokens` (the chat template's
+        few tokens aside): what training that model at that length leaves out."""
+        return {
+            split: sum(self.text_tokens[record["id"]] + image_tokens > max_length for record in records)
+            for split, records in (("train", self.train), ("val", self.val))
+        }
 
     def drop(self, reason: str, model_id: str) -> None:
         self.dropped.setdefault(reason, []).append(model_id)
@@ -80,6 +91,7 @@ def build_conversations(
     models: (id, split) in subset order; images: model id -> its image view names (in view order).
     """
     result = ConversationSet()
+    question_tokens = tokens.count(QUESTIONS[layout].removeprefix(IMAGE_PLACEHOLDER))
     for model_id, split in models:
         answer = answers.get(model_id)
         if answer is None or answer.code is None:
@@ -104,6 +116,7 @@ def build_conversations(
         for view in views:
             name = image_file_name(model_id, view)
             records.append(conversation(name.removesuffix(".png"), name, layout, answer.code))
+            result.text_tokens[records[-1]["id"]] = question_tokens + count
     return result
 
 
@@ -121,7 +134,7 @@ def format_problems(records: list[dict]) -> list[str]:
         if not (isinstance(turns, list) and [turn.get("from") if isinstance(turn, dict) else None for turn in turns] == ["human", "gpt"]):
             problems.append(f"{where}: conversations must be one human turn then one gpt turn")
             continue
-        if not (isinstance(turns[0].get("value"), str) and turns[0]["value"].startswith("<image>\n")):
+        if not (isinstance(turns[0].get("value"), str) and turns[0]["value"].startswith(IMAGE_PLACEHOLDER)):
             problems.append(f"{where}: the human turn must start with <image> and a newline")
         answer = turns[1].get("value")
         if not (isinstance(answer, str) and answer.startswith(ANSWER_OPENING) and answer.endswith("\n```")):

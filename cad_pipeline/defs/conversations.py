@@ -40,6 +40,11 @@ class ConversationConfig(dg.Config):
     """Answers longer than this many tokens are dropped (OpenECAD's create_datasets.sh uses 3072)."""
     examples: int = 2
     """Conversations shown in the metadata."""
+    max_length: int = 2048
+    """The context of the model you will train (OpenECAD's `model_max_length`): the metadata counts the samples longer
+    than this, which that training leaves out."""
+    image_tokens: int = 729
+    """Tokens one image takes in that model (729 for OpenECAD's SigLIP-so400m at 384 px)."""
 
 
 @dg.asset(
@@ -103,6 +108,9 @@ def conversations(context: dg.AssetExecutionContext, config: ConversationConfig,
             "answer_length_percentiles": dg.MetadataValue.json(result.length_percentiles()),
             "tokenizer": config.tokenizer,
             "token_budget": config.token_budget,
+            "samples_over_max_length": dg.MetadataValue.json(
+                {"max_length": config.max_length, "image_tokens": config.image_tokens, **result.left_out(config.max_length, config.image_tokens)}
+            ),
             "seconds": round(time.perf_counter() - started, 2),
             "examples": dg.MetadataValue.md(_examples_markdown(result, config.examples)),
         },

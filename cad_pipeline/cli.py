@@ -94,11 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--batch-size", type=int, default=4)
     bench_train.add_argument("--threads", type=int, default=0, help="CPU threads torch uses (0: torch's default)")
     bench_train.add_argument("--base-model", default="tiny", help="'tiny', a local model folder or 'preset:NAME' (random weights)")
+    bench_train.add_argument("--packing", choices=("auto", "on", "off"), default="off", help="our loop's packing (the Trainer never packs)")
+    bench_train.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak for MFU where the built-in table has none (CPUs, fp32)")
+    bench_train.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     bench_train.set_defaults(handler=_bench_train)
 
     bench_plan = benches.add_parser("plan", help="a training plan's projected epoch time against the epoch's measured time")
     _add_partition_argument(bench_plan)
     bench_plan.add_argument("--samples", type=int, default=48, help="training samples in the epoch")
+    bench_plan.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _add_plan_options(bench_plan)
     _add_train_options(bench_plan)
     bench_plan.set_defaults(handler=_bench_plan)
@@ -438,38 +442,76 @@ def _bench_train(args) -> int:
     import tempfile
 
     from cad_pipeline.train.benchmark import compare_with_trainer
+    from cad_pipeline.train.flops import FORMULA, peak_flops
     from cad_pipeline.train.presets import described
 
     folder = _partition_dir(args)
     with tempfile.TemporaryDirectory() as work:
-        speeds = compare_with_trainer(folder, Path(work), args.samples, args.steps, args.warmup, args.batch_size, args.threads, args.base_model)
-    ours, trainer = speeds["ours"], speeds["trainer"]
+        compared = compare_with_trainer(
+            folder, Path(work), args.samples, args.steps, args.warmup, args.batch_size, args.threads, args.base_model, args.packing
+        )  # fmt: skip
+    peak = peak_flops(compared.device, compared.dtype, args.peak_tflops)
+    ours, trainer = compared.speeds["ours"], compared.speeds["trainer"]
+    if args.json:
+        figures = {
+            "partition": str(folder), "base_model": described(args.base_model), "samples": args.samples, "batch_size": args.batch_size,
+            "steps": args.steps, "warmup": args.warmup, "device": str(compared.device), "dtype": _dtype_name(compared.dtype), "packed": compared.packed,
+            "flops_per_real_token": compared.flops_per_real_token, "flop_formula": FORMULA, "peak_flops": peak,
+            "trainer": trainer.to_json(peak), "ours": ours.to_json(peak), "ratio": compared.ratio,
+        }  # fmt: skip
+        print(json.dumps(figures, indent=1))
+        return 0
     print(f"partition: {folder} ({args.samples} samples, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}), base model {described(args.base_model)}")
+    print(f"device {compared.device}, {_dtype_name(compared.dtype)}; {_peak_text(peak)}")
     print(
         f"transformers Trainer (random batches, pad to longest, full logits): {trainer.real_tokens_per_second:,.0f} real tokens/s, "
-        f"pad {trainer.pad_fraction:.1%}, collating on the training thread {trainer.data_wait_share:.1%} of the step time"
+        f"pad {trainer.pad_fraction:.1%}, collating on the training thread {trainer.data_wait_share:.1%} of the step time, {_flops_text(trainer, peak)}"
     )
     print(
-        f"our loop (length-grouped batches, answer-only logits, batches made ahead): {ours.real_tokens_per_second:,.0f} real tokens/s, "
-        f"pad {ours.pad_fraction:.1%}, waiting for data {ours.data_wait_share:.1%} of the step time"
+        f"our loop (length-grouped {'packed' if compared.packed else 'padded'} batches, answer-only logits, batches made ahead): "
+        f"{ours.real_tokens_per_second:,.0f} real tokens/s, pad {ours.pad_fraction:.1%}, waiting for data {ours.data_wait_share:.1%} "
+        f"of the step time, {_flops_text(ours, peak)}"
     )
     print("both timed from the end of the step before, batch making included")
-    print(f"ratio: {ours.real_tokens_per_second / trainer.real_tokens_per_second:.2f}x")
+    print(f"model FLOPs: {compared.flops_per_real_token / 1e9:.3f} GFLOP per real token over the drawn samples; {FORMULA}")
+    print(f"ratio: {compared.ratio:.2f}x")
     return 0
+
+
+def _flops_text(speed, peak: float | None) -> str:
+    achieved = f"{speed.model_flops_per_second / 1e12:.3f} model TFLOP/s"
+    return f"{achieved}, MFU {speed.model_flops_per_second / peak:.1%}" if peak else achieved
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _peak_text(peak: float | None) -> str:
+    if peak is None:
+        return "peak unknown for this device and dtype, so no MFU (give it with --peak-tflops)"
+    return f"peak {peak / 1e12:,.1f} TFLOP/s"
 
 
 def _bench_plan(args) -> int:
     import tempfile
 
-    from cad_pipeline.train.benchmark import check_projection
+    from dataclasses import asdict
 
-    folder = _partition_dir(args)
+    from cad_pipeline.train.benchmark import check_projection
+    from cad_pipeline.train.presets import described
+
+    folder, config = _partition_dir(args), _train_config(args)
     with tempfile.TemporaryDirectory() as work:
-        check = check_projection(folder, Path(work), args.samples, args.plan_steps, args.plan_warmup, _train_config(args))
-    print(f"partition: {folder}, {check.samples} samples, {check.steps_per_epoch} steps per epoch")
+        check = check_projection(folder, Path(work), args.samples, args.plan_steps, args.plan_warmup, config)
+    if args.json:
+        print(json.dumps({"partition": str(folder), "base_model": described(config.base_model), **asdict(check), "ratio": check.ratio}, indent=1))
+        return 0
+    print(f"partition: {folder}, {check.samples} samples, {check.steps_per_epoch} steps per epoch, base model {described(config.base_model)}")
     print(f"projected epoch: {check.projected_epoch_seconds:.2f} s (from {args.plan_steps} timed steps after {args.plan_warmup})")
     print(f"measured epoch: {check.measured_epoch_seconds:.2f} s (sum of the optimizer steps' times)")
     print(f"projected / measured: {check.ratio:.4f} (target: within 0.8-1.2)")
+    print(f"peak memory: planned {check.predicted_peak_bytes / 2**30:.2f} GiB (calibrated on the timed steps), measured {check.measured_peak_bytes / 2**30:.2f} GiB")
     return 0
 
 

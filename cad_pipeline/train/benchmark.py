@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -17,10 +17,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
 from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_samples, read_records
+from cad_pipeline.train.flops import flop_model
 from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
-from cad_pipeline.train.plan import measure_steps
-from cad_pipeline.train.session import open_session
+from cad_pipeline.train.memory import estimate_memory
+from cad_pipeline.train.plan import measure_steps, measured_train_shape, memory_plan, model_shape, plan_overhead
+from cad_pipeline.train.session import open_session, packs
 from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, load_base_model, resolved_max_length
 from cad_pipeline.train.tiny import write_tiny_model
 
@@ -31,11 +33,38 @@ class LoopSpeed:
     pad_fraction: float
     data_wait_share: float
     """Share of the timed steps' time the training thread spent waiting for batches (the Trainer: collating them)."""
+    model_flops_per_second: float
+    """Useful FLOPs (see `flops`) per second: real tokens/s times the drawn samples' mean FLOPs per real token."""
+
+    def to_json(self, peak: float | None) -> dict:
+        return {**asdict(self), "mfu": self.model_flops_per_second / peak if peak else None}
+
+
+@dataclass(frozen=True)
+class TrainerComparison:
+    speeds: dict[str, LoopSpeed]
+    device: torch.device
+    dtype: torch.dtype
+    packed: bool
+    """Whether our loop packed its batches (the Trainer never does)."""
+    flops_per_real_token: float
+
+    @property
+    def ratio(self) -> float:
+        return self.speeds["ours"].real_tokens_per_second / self.speeds["trainer"].real_tokens_per_second
 
 
 def compare_with_trainer(
-    partition_dir: Path, work_dir: Path, samples: int, steps: int, warmup: int, batch_size: int, threads: int = 0, base_model: str = "tiny"
-) -> dict[str, LoopSpeed]:
+    partition_dir: Path,
+    work_dir: Path,
+    samples: int,
+    steps: int,
+    warmup: int,
+    batch_size: int,
+    threads: int = 0,
+    base_model: str = "tiny",
+    packing: str = "off",
+) -> TrainerComparison:
     """Both loops put LoRA on the same base model: the tiny one (built once, so both start from the same weights), a
     folder or a preset (rebuilt from the same seed)."""
     if threads:
@@ -45,22 +74,28 @@ def compare_with_trainer(
     records = records[:samples]
     if base_model == "tiny":
         base_model = str(write_tiny_model(conversation_texts(records), work_dir / "bench_model"))
-    config = TrainConfig(base_model=base_model, batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0)
+    config = TrainConfig(
+        base_model=base_model, batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0, packing=packing
+    )
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    results = {}
-    for name, measure in (("trainer", _trainer_speed), ("ours", _our_speed)):
+    speeds = {}
+    for name in ("trainer", "ours"):
         base = load_base_model(config, device, dtype, work_dir, conversation_texts(records))
         config = resolved_max_length(config, base.model)
         model = add_lora(base.model, config)
         prepared = prepare_samples(records, partition_dir / "images", base.processor, config.max_length).samples
-        results[name] = measure(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir)
-    return results
+        per_token = flop_model(model, base.processor, prepared[0], device, dtype).flops(prepared) / sum(s.length for s in prepared)
+        packed = name == "ours" and packs(config, device, base)
+        measure = _our_speed if name == "ours" else _trainer_speed
+        real, pad, wait = measure(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir, packed)
+        speeds[name] = LoopSpeed(real, pad, wait, real * per_token)
+    return TrainerComparison(speeds, device, dtype, packed, per_token)
 
 
-def _our_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path) -> LoopSpeed:
-    measured = measure_steps(model, processor, samples, config, device, dtype, False, steps, warmup)
-    return LoopSpeed(measured.real_tokens_per_second, measured.pad_fraction, measured.data_wait_share)
+def _our_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path, packed: bool):
+    measured = measure_steps(model, processor, samples, config, device, dtype, packed, steps, warmup)
+    return measured.real_tokens_per_second, measured.pad_fraction, measured.data_wait_share
 
 
 class _StepTimer(TrainerCallback):
@@ -85,7 +120,7 @@ class _StepTimer(TrainerCallback):
         return self.window[1] - self.window[0]
 
 
-def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path) -> LoopSpeed:
+def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path, packed: bool):
     sizes: list[tuple[int, int]] = []
     collating: list[tuple[float, float]] = []
 
@@ -117,7 +152,7 @@ def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype
     timed = sizes[warmup : warmup + timer.timed_steps]
     real, padded = sum(real for real, _ in timed), sum(padded for _, padded in timed)
     waited = sum(seconds for started, seconds in collating if timer.window[0] <= started <= timer.window[1])
-    return LoopSpeed(real / timer.seconds, 1.0 - real / padded, waited / timer.seconds)
+    return real / timer.seconds, 1.0 - real / padded, waited / timer.seconds
 
 
 class _ListDataset(torch.utils.data.Dataset):
@@ -138,6 +173,10 @@ class ProjectionCheck:
     steps_per_epoch: int
     projected_epoch_seconds: float
     measured_epoch_seconds: float
+    predicted_peak_bytes: float
+    """The plan's calibrated memory estimate for this configuration, as `training_plan` reports it."""
+    measured_peak_bytes: int
+    """The highest peak of the epoch's steps (CPU: the process's resident set; CUDA: allocated bytes)."""
 
     @property
     def ratio(self) -> float:
@@ -155,4 +194,9 @@ def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_ste
     fresh = open_session(same_model, partition_dir, work_dir)
     state = train(fresh.model, fresh.processor, chosen, fresh.val.samples, fresh.config, fresh.device, fresh.dtype, work_dir / "checkpoints", fresh.packed)
     projected = measurement.run_seconds(steps)
-    return ProjectionCheck(len(chosen), steps, projected, sum(record.seconds for record in state.steps))
+    on_gpu = session.device.type == "cuda"
+    shape = model_shape(session.model, session.dtype)
+    factor, _ = memory_plan(shape, measurement, session.config, 0.0, on_gpu)
+    predicted = estimate_memory(shape, measured_train_shape(measurement, session.config), factor, plan_overhead(measurement, on_gpu))
+    measured_peak = max(record.peak_memory_bytes for record in state.steps)
+    return ProjectionCheck(len(chosen), steps, projected, sum(record.seconds for record in state.steps), predicted.total, measured_peak)

@@ -26,7 +26,7 @@ from cad_pipeline.dataset.subset import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, answer_targets, make_optimizer, optimizer_step, plan_steps, prefetched_batches
-from cad_pipeline.train.memory import ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
+from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
 from cad_pipeline.train.presets import described
 from cad_pipeline.train.session import open_session
@@ -209,15 +209,25 @@ def model_shape(model, dtype: torch.dtype) -> ModelShape:
     )
 
 
+def measured_train_shape(measurement: StepMeasurement, config: TrainConfig) -> TrainShape:
+    """The configuration the measured steps ran, at their longest padded sample."""
+    return TrainShape(config.batch_size, config.gradient_accumulation, measurement.max_padded_length, config.gradient_checkpointing, measurement.answer_fraction)
+
+
 def memory_plan(shape: ModelShape, measurement: StepMeasurement, config: TrainConfig, budget_bytes: float, on_gpu: bool):
-    """(calibration factor, configurations that fit the budget). A GPU peak excludes the CUDA context, so the plan adds
-    the planner's default overhead there; on the CPU the process's own baseline is the overhead."""
-    measured = TrainShape(config.batch_size, config.gradient_accumulation, measurement.max_padded_length, config.gradient_checkpointing, measurement.answer_fraction)
-    factor = calibrate(shape, measured, measurement.peak_memory_bytes, measurement.baseline_memory_bytes, overhead=0.0)
-    overhead = {"overhead": 1.5 * 2**30} if on_gpu else {"overhead": float(measurement.baseline_memory_bytes)}
+    """(calibration factor, configurations that fit the budget)."""
+    factor = calibrate(shape, measured_train_shape(measurement, config), measurement.peak_memory_bytes, measurement.baseline_memory_bytes, overhead=0.0)
     lengths = sorted({512, 1024, 2048, 3072, 4096, measurement.max_padded_length})
-    rows = fitting_configurations(shape, budget_bytes, factor, max_lengths=tuple(lengths), answer_fraction=measurement.answer_fraction, **overhead)
+    rows = fitting_configurations(
+        shape, budget_bytes, factor, max_lengths=tuple(lengths), answer_fraction=measurement.answer_fraction, overhead=plan_overhead(measurement, on_gpu)
+    )  # fmt: skip
     return factor, rows
+
+
+def plan_overhead(measurement: StepMeasurement, on_gpu: bool) -> float:
+    """A GPU peak excludes the CUDA context, so the plan adds the planner's default overhead there; on the CPU the
+    process's own baseline is the overhead."""
+    return DEFAULT_OVERHEAD_BYTES if on_gpu else float(measurement.baseline_memory_bytes)
 
 
 def device_memory_bytes(device: torch.device) -> int:

@@ -53,5 +53,9 @@ def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> Tr
     val = prepare_samples(val_records, images, base.processor, config.max_length)
     if not train.samples:
         raise ValueError(f"{partition_dir / 'train.json'}: no sample fits max_length {config.max_length}; raise max_length")
-    packed = config.packing == "on" or (config.packing == "auto" and flash_attention_available(device) and base.attention == "flash_attention_2")
-    return TrainingSession(config, device, dtype, base, model, train, val, packed)
+    return TrainingSession(config, device, dtype, base, model, train, val, packs(config, device, base))
+
+
+def packs(config: TrainConfig, device: torch.device, base: BaseModel) -> bool:
+    """Whether batches are packed into one row: 'on', or 'auto' where FlashAttention runs the model."""
+    return config.packing == "on" or (config.packing == "auto" and flash_attention_available(device) and base.attention == "flash_attention_2")

@@ -1,0 +1,51 @@
+"""Model FLOPs: the analytic count of a training step against torch's own count of the step, and the device peaks."""
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from cad_pipeline.train.data import padded_batch, prepare_samples
+from cad_pipeline.train.flops import flop_model, peak_flops
+from cad_pipeline.train.loop import answer_loss
+from cad_pipeline.train.model import make_trainable
+from cad_pipeline_tests.test_training import CPU, _loaded, tiny_setup  # noqa: F401 (the fixture)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_the_flop_model_counts_what_a_training_step_computes(tiny_setup, mode):  # noqa: F811
+    """One sample (no padding), forward and backward as the loop runs them: the analytic count is torch's count. The
+    attention runs on SDPA's math path, whose matmuls torch counts (its fused CPU kernel has no FLOP formula)."""
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, train_mode=mode)
+    model = make_trainable(base.model, config)
+    [sample] = prepare_samples(records[:1], folder / "images", base.processor, 4096).samples
+    counted = flop_model(model, base.processor, sample, CPU, torch.float32)
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        loss, _ = answer_loss(model, padded_batch([sample], base.processor))
+        loss.backward()
+    assert counted.sample_flops(sample) == pytest.approx(counter.get_total_flops(), rel=0.02)
+    assert counted.weight_flops_per_token > 0 and counted.image_flops > 0 and counted.attention_flops_per_token_position > 0
+
+
+def test_lora_skips_the_frozen_weights_gradients_and_full_training_pays_them(tiny_setup):  # noqa: F811
+    folder, records, model_dir = tiny_setup
+    per_token, adapters = {}, 0
+    for mode in ("lora", "full"):
+        config, base = _loaded(model_dir, train_mode=mode)
+        model = make_trainable(base.model, config)
+        [sample] = prepare_samples(records[:1], folder / "images", base.processor, 4096).samples
+        per_token[mode] = flop_model(model, base.processor, sample, CPU, torch.float32).weight_flops_per_token
+        adapters += sum(p.numel() for name, p in model.named_parameters() if "lora_" in name and "vision_tower" not in name)
+    assert per_token["lora"] == 4 * per_token["full"] / 6 + 6 * adapters
+
+
+def test_device_peaks_come_from_the_table_for_16_bit_and_from_the_user_otherwise(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert peak_flops(cuda, torch.bfloat16) == 756e12
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert peak_flops(cuda, torch.bfloat16) == pytest.approx(989.4e12)
+    assert peak_flops(cuda, torch.float32) is None and peak_flops(CPU, torch.float32) is None
+    assert peak_flops(CPU, torch.float32, override_tflops=2.5) == 2.5e12

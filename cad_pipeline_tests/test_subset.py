@@ -157,3 +157,33 @@ def test_plans_cover_the_scales_the_corpus_can_fill_with_full_estimated_from_the
     assert estimated_full_train_models(140_000, examined=1_100, valid=990) == 126_000
     assert planned_scales(["1k", "10k", "100k", "full"], 126_000) == [("1k", 1_000), ("10k", 10_000), ("100k", 100_000), ("full", 126_000)]
     assert planned_scales(["1k", "10k", "full"], 1_092) == [("1k", 1_000), ("full", 1_092)]
+
+
+def test_ids_that_leave_the_corpus_or_repeat_are_refused_and_listed(tmp_path):
+    """A split file may list `..`, absolute or deeper paths, links out of the corpus and the same id twice (within a
+    split or across two): none of them is read, each is listed with its reason, and the real models beside them are
+    selected as usual."""
+    root = tmp_path / "corpus"
+    (root / "cad_json" / "0000").mkdir(parents=True)
+    real = [path.stem for path in sorted(REAL_SAMPLES.glob("0*.json")) if path.stem != "00000175"]
+    for name in real:
+        shutil.copy(REAL_SAMPLES / f"{name}.json", root / "cad_json" / "0000" / f"{name}.json")
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    shutil.copy(REAL_SAMPLES / "00000175.json", outside / "00000175.json")
+    (root / "cad_json" / "0001").symlink_to(outside)
+    unsafe = ["../../secret/00000175", "/etc/passwd", "0000/x/00000007", "0001/00000175", "0000/./00000007", ""]
+    train = [f"0000/{name}" for name in real[:10]]
+    split = {"train": [*train, train[3], *unsafe], "validation": [f"0000/{real[10]}", train[0]], "test": []}
+    (root / "train_val_test_split.json").write_text(json.dumps(split))
+    with ThreadPoolExecutor(2) as executor:
+        result = select_subset(Corpus.open(root), None, seed=0, executor=executor)
+    manifest = result.manifest
+    assert sorted(manifest[manifest.selected].id) == sorted([*train, f"0000/{real[10]}"])
+    assert result.invalid_by_reason == {"unsafe_id": len(unsafe), "duplicate_id": 2}
+    refused = manifest[~manifest.valid].set_index("id")
+    assert set(refused[refused.reason_code == "unsafe_id"].index) == set(unsafe)
+    assert "outside the corpus" in refused.loc["0001/00000175", "reason"] and str(outside) in refused.loc["0001/00000175", "reason"]
+    duplicates = manifest[manifest.reason_code == "duplicate_id"]
+    assert sorted(zip(duplicates.id, duplicates.split)) == sorted([(train[3], "train"), (train[0], "validation")])
+    assert refused.loc["../../secret/00000175"].isna()["volume"]

@@ -73,6 +73,20 @@ def model_path(root: Path, model_id: str) -> Path:
     return Path(root) / MODELS_DIR / f"{model_id}.json"
 
 
+def unsafe_id_reason(root: Path, model_id: str) -> str | None:
+    """Why a split file's id may not be read, or None: ids name files under `cad_json/` as `<bucket>/<id>`, and a
+    split file that says otherwise (`..`, an absolute path, deeper paths, a link out of the corpus) must not make the
+    pipeline read, and ship, a file from elsewhere."""
+    parts = model_id.split("/")
+    if not model_id or "\x00" in model_id or "\\" in model_id or len(parts) > 2 or any(part in ("", ".", "..") for part in parts):
+        return f"id {model_id[:80]!r} is not DeepCAD's <bucket>/<id> (at most one '/', no '..', '.', empty part or backslash)"
+    models = (Path(root) / MODELS_DIR).resolve()
+    resolved = model_path(root, model_id).resolve()
+    if not resolved.is_relative_to(models):
+        return f"{model_path(root, model_id)} resolves to {resolved}, outside the corpus's {models}"
+    return None
+
+
 @dataclass(frozen=True)
 class CorpusFingerprint:
     files: int

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from cad_pipeline.cad.inspect import ModelReport, inspect_bytes, inspect_file, inspector_version
-from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus, model_path
+from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus, model_path, unsafe_id_reason
 from cad_pipeline.dataset.scales import validation_target
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.store import store_path
@@ -90,7 +90,8 @@ def select_subset(
             f"this scale needs {n_train:,} train models but the corpus at {corpus.root} has {len(train_ids):,} "
             f"({sum(len(ids) for ids in corpus.splits.values()):,} models in all). {DOWNLOAD_HINT}"
         )
-    train = _take_valid(corpus, store, "train", seeded_order(train_ids, seed), n_train, executor, progress)
+    seen: set[str] = set()
+    train = _take_valid(corpus, store, "train", seeded_order(train_ids, seed), n_train, executor, progress, seen)
     n_found = sum(record["valid"] for record in train)
     if n_train is not None and n_found < n_train:
         raise ScaleTooLarge(
@@ -98,7 +99,7 @@ def select_subset(
             f"{len(train_ids):,} train models at {corpus.root} build. {DOWNLOAD_HINT}"
         )
     validation_order = seeded_order(corpus.splits["validation"], seed)
-    validation = _take_valid(corpus, store, "validation", validation_order, validation_target(n_found), executor, progress)
+    validation = _take_valid(corpus, store, "validation", validation_order, validation_target(n_found), executor, progress, seen)
     records = train + validation
     manifest = pd.DataFrame.from_records(records, columns=MANIFEST_COLUMNS)
     return SubsetResult(manifest=manifest, seconds=time.perf_counter() - started)
@@ -116,16 +117,24 @@ def _take_valid(
     wanted: int | None,
     executor: Executor,
     progress: Callable[[int], None] | None,
+    seen: set[str],
 ) -> list[dict]:
-    """Inspect models in order, in batches a little larger than what is still missing, until enough are valid."""
+    """Inspect models in order, in batches a little larger than what is still missing, until enough are valid. An id
+    met before, in this split or an earlier one, is listed as a duplicate and not inspected again."""
     records: list[dict] = []
     found = position = 0
     while position < len(order) and (wanted is None or found < wanted):
         missing = len(order) if wanted is None else wanted - found
         batch = order[position : position + missing + missing // 20 + 8]
         position += len(batch)
-        jobs = [(str(corpus.root), model_id, str(store) if store else None) for model_id in batch]
-        for record in executor.map(inspect_corpus_model, jobs, chunksize=max(1, min(64, len(jobs) // 32))):
+        repeated = []
+        for model_id in batch:
+            repeated.append(model_id in seen)
+            seen.add(model_id)
+        jobs = [(str(corpus.root), model_id, str(store) if store else None) for model_id, again in zip(batch, repeated) if not again]
+        inspected = executor.map(inspect_corpus_model, jobs, chunksize=max(1, min(64, len(jobs) // 32)))
+        for model_id, again in zip(batch, repeated):
+            record = _refused(model_id, "duplicate_id", f"{model_id} is listed more than once in the split file (in this or another split); it is used once") if again else next(inspected)  # fmt: skip
             record.update(split=split, order=len(records), selected=record["valid"])
             records.append(record)
             found += record["valid"]
@@ -136,9 +145,17 @@ def _take_valid(
     return records
 
 
+def _refused(model_id: str, reason_code: str, reason: str) -> dict:
+    """The manifest row of an id that is not read."""
+    return {**dict.fromkeys(MANIFEST_COLUMNS), "id": model_id, "valid": False, "reason_code": reason_code, "reason": reason, "reused": False}
+
+
 def inspect_corpus_model(job: tuple[str, str, str | None]) -> dict:
     """Worker: one model's manifest row (runs in a pool process), from the store when it was built before."""
     root, model_id, store = job
+    unsafe = unsafe_id_reason(Path(root), model_id)
+    if unsafe:
+        return _refused(model_id, "unsafe_id", unsafe)
     path = model_path(Path(root), model_id)
     try:
         raw = path.read_bytes()

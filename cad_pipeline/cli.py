@@ -309,11 +309,20 @@ def _inspect(args) -> int:
 def _exec_code(args) -> int:
     from cad_pipeline.cad.inspect import inspect_code
 
+    return _report(inspect_code(_read_code(args.file), args.file.stem), args.json)
+
+
+def _read_code(path: Path) -> str:
+    """A code file's text, refused unread past the interpreter's size limit."""
+    from cad_pipeline.cad.openecad.program import MAX_SOURCE_CHARS
+    from cad_pipeline.files import FileTooLarge, read_bounded
+
     try:
-        source = args.file.read_text(encoding="utf-8", errors="replace")
+        return read_bounded(path, MAX_SOURCE_CHARS, "OpenECAD code").decode("utf-8", errors="replace")
+    except FileTooLarge as error:
+        raise UsageError(str(error)) from None
     except OSError as error:
-        raise UsageError(f"cannot read {args.file}: {error.strerror or error}") from None
-    return _report(inspect_code(source, args.file.stem), args.json)
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def _report(report, as_json: bool) -> int:
@@ -337,14 +346,14 @@ def _score(args) -> int:
     from cad_pipeline.evaluate.score import PROTOCOLS, score_code
 
     for path in (args.truth, args.code):
-        if not path.is_file():
+        if not path.exists():
             raise UsageError(f"{path} does not exist")
     try:
         truth = read_file(args.truth)
         truth_solid = build_solid(truth)
     except ModelError as error:
         raise UsageError(f"the ground truth {args.truth} is not a valid model: {error}") from None
-    text = args.code.read_text(errors="replace")
+    text = _read_code(args.code)
     code = extract_code(text) if "```python" in text else text
     result = score_code(args.truth.stem, truth, truth_solid, write_code(truth), code)
     if args.json:

@@ -1,4 +1,5 @@
-"""Atomic writes: a killed process leaves either the old file or the new one, never half of one."""
+"""Atomic writes: a killed process leaves either the old file or the new one, never half of one. Bounded reads: an
+input file is never read past the size its reader accepts."""
 
 from __future__ import annotations
 
@@ -7,8 +8,23 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+class FileTooLarge(ValueError):
+    """A file larger than its reader accepts; nothing past the limit was read."""
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """The file's bytes, or FileTooLarge once more than `limit` are there (it also stops endless devices and pipes)."""
+    with open(path, "rb") as stream:
+        raw = stream.read(limit + 1)
+    if len(raw) > limit:
+        raise FileTooLarge(f"{path} is larger than {limit:,} bytes, the most {what} may be; it was not read")
+    return raw
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)

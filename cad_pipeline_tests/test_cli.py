@@ -116,6 +116,24 @@ def test_exec_code_rejects_hostile_code_with_its_line_and_exit_1(tmp_path):
     assert not sentinel.exists()
 
 
+def test_oversized_and_endless_inputs_are_refused_unread_and_long_names_are_quoted_short(tmp_path):
+    """A file past the interpreter's limit and /dev/zero are refused at once (exit 2, one line); a 150k-character
+    name is quoted by an excerpt, not echoed whole."""
+    huge = tmp_path / "huge.py"
+    huge.write_text("Loops0 = []\n" * 50_000)
+    for path in (huge, "/dev/zero"):
+        result = _run("exec-code", path)
+        assert result.returncode == 2 and "larger than 200,000 bytes" in result.stderr and len(result.stderr) < 400, result.stderr
+    result = _run("score", "--truth", "/dev/zero", "--code", huge)
+    assert result.returncode == 2 and "larger than" in result.stderr and len(result.stderr) < 600, result.stderr
+    long_name = tmp_path / "long_name.py"
+    long_name.write_text(f"Loops0 = []\nCurves0 = {'x' * 150_000}\n")
+    result = _run("exec-code", long_name, "--json")
+    reason = json.loads(result.stdout)["reason"]
+    assert result.returncode == 1 and reason.startswith("line 2:") and "'xxxx" in reason and len(reason) < 200
+    assert reason.endswith("...(149,962 more characters)")  # the name and its quotes: 150,002 characters
+
+
 def test_code_of_a_rejected_model_exits_1():
     result = _run("code", REAL_SAMPLES / "00000175.json")
     assert result.returncode == 1 and "profiles" in result.stderr and result.stdout == ""

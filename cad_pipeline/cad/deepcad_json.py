@@ -27,6 +27,7 @@ from cad_pipeline.cad.sequence import (
     Operation,
     SketchPlane,
 )
+from cad_pipeline.files import FileTooLarge, read_bounded
 
 OPERATIONS = {
     "NewBodyFeatureOperation": Operation.NEW_BODY,
@@ -45,14 +46,23 @@ unit or a corrupt value). Far beyond it OpenCASCADE breaks down: a small part pl
 gets a wrong volume, from about 1e50 m it raises, and near 1e200 m it crashes the process."""
 
 
+MAX_FILE_BYTES = 16 * 2**20
+"""The largest DeepCAD JSON file read: DeepCAD's own are at most a few hundred kilobytes."""
+
+
 def read_file(path: str | Path) -> CadSequence:
     """Read a DeepCAD JSON file; the model id is the file name without `.json`."""
-    path = Path(path)
+    return read_bytes(read_model_file(Path(path)), model_id=Path(path).stem)
+
+
+def read_model_file(path: Path) -> bytes:
+    """A model file's bytes, as ModelError when it cannot be read or is too large to be a DeepCAD model."""
     try:
-        raw = path.read_bytes()
+        return read_bounded(path, MAX_FILE_BYTES, "a DeepCAD JSON file")
+    except FileTooLarge as error:
+        raise ModelError("file_too_large", str(error)) from None
     except OSError as error:
         raise ModelError("unreadable_file", f"cannot read {path}: {error.strerror or error}") from None
-    return read_bytes(raw, model_id=path.stem)
 
 
 def read_bytes(raw: bytes | str, model_id: str) -> CadSequence:

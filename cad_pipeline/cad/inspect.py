@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from cad_pipeline.cad.build import OCC_ERRORS, build_solid
-from cad_pipeline.cad.deepcad_json import read_bytes
+from cad_pipeline.cad.deepcad_json import read_bytes, read_model_file
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.measure import measure
 from cad_pipeline.cad.openecad.interpreter import interpret
@@ -92,8 +92,7 @@ def _inspect(read, model_id: str) -> ModelReport:
 def inspect_file(path: str | Path) -> ModelReport:
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except OSError as error:
-        reason = f"cannot read {path}: {error.strerror or error}"
-        return ModelReport(path.stem, False, reason, "unreadable_file", 0, 0, None, None, None, None)
+        raw = read_model_file(path)
+    except ModelError as error:
+        return ModelReport(path.stem, False, error.message, error.code, 0, 0, None, None, None, None)
     return inspect_bytes(raw, path.stem)

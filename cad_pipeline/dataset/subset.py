@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from cad_pipeline.cad.deepcad_json import read_model_file
+from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.inspect import ModelReport, inspect_bytes, inspect_file, inspector_version
 from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus, model_path, unsafe_id_reason
 from cad_pipeline.dataset.scales import validation_target
@@ -158,8 +160,8 @@ def inspect_corpus_model(job: tuple[str, str, str | None]) -> dict:
         return _refused(model_id, "unsafe_id", unsafe)
     path = model_path(Path(root), model_id)
     try:
-        raw = path.read_bytes()
-    except OSError:
+        raw = read_model_file(path)
+    except ModelError:
         report, digest, reused = inspect_file(path), None, False
     else:
         digest = hashlib.sha256(raw).hexdigest()

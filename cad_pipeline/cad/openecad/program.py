@@ -46,6 +46,8 @@ MAX_LIST_ITEMS = 3
 MAX_ABS_NUMBER = 1e12
 """Largest magnitude of any number, literal or intermediate: far beyond any model in millimetres,
 and small enough that no product or sum of two accepted numbers can overflow."""
+EXCERPT_CHARS = 40
+"""Characters of a name or literal that a message quotes."""
 MAX_NESTING_DEPTH = 32
 """Deepest number expression accepted (`-np.pi/2` is 3 deep), so walking one never nears Python's recursion limit."""
 
@@ -128,9 +130,11 @@ _EXPRESSION_KINDS = {
 
 
 class CodeRejected(Exception):
-    """OpenECAD code that breaks the language: `line` (1-based, None when unknown) and `why`, for a person to fix."""
+    """OpenECAD code that breaks the language: `line` (1-based, None when unknown) and `why`, for a person to fix. A
+    long name or literal of the code is quoted by an excerpt, so a message stays a line however large the input."""
 
     def __init__(self, line: int | None, why: str):
+        why = _LONG_WORD.sub(_excerpt, why)
         super().__init__(why if line is None else f"line {line}: {why}")
         self.line = line
         self.why = why
@@ -138,6 +142,14 @@ class CodeRejected(Exception):
     def __reduce__(self):
         """Pickle by (line, why), so the error survives being sent between worker processes."""
         return (type(self), (self.line, self.why))
+
+
+_LONG_WORD = re.compile(r"\S{%d,}" % (2 * EXCERPT_CHARS))
+
+
+def _excerpt(match: re.Match) -> str:
+    word = match.group()
+    return f"{word[:EXCERPT_CHARS]}...({len(word) - EXCERPT_CHARS:,} more characters)"
 
 
 @dataclass(frozen=True)

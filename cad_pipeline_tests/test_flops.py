@@ -1,4 +1,7 @@
-"""Model FLOPs: the analytic count of a training step against torch's own count of the step, and the device peaks."""
+"""Model FLOPs (the analytic count against torch's own count of a training step), device peaks, and the training benchmarks
+that print them."""
+
+import json
 
 import pytest
 import torch
@@ -49,3 +52,35 @@ def test_device_peaks_come_from_the_table_for_16_bit_and_from_the_user_otherwise
     assert peak_flops(cuda, torch.bfloat16) == pytest.approx(989.4e12)
     assert peak_flops(cuda, torch.float32) is None and peak_flops(CPU, torch.float32) is None
     assert peak_flops(CPU, torch.float32, override_tflops=2.5) == 2.5e12
+
+
+def test_bench_train_json_gives_both_loops_speed_flops_and_their_ratio(tiny_setup, tmp_path, capsys):  # noqa: F811
+    """Only the JSON object on stdout (the Trainer's own summary print is off); its figures agree with each other."""
+    from cad_pipeline.cli import main
+
+    folder, records, _ = tiny_setup
+    (folder / "train.json").write_text(json.dumps(records))
+    arguments = ["bench", "train", "--partition", str(folder), "--samples", "8", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--json"]
+    assert main([*arguments, "--peak-tflops", "0.5"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["device"] == "cpu" and figures["packed"] is False and figures["peak_flops"] == 0.5e12
+    assert figures["ratio"] == pytest.approx(figures["ours"]["real_tokens_per_second"] / figures["trainer"]["real_tokens_per_second"])
+    for loop in ("ours", "trainer"):
+        speed = figures[loop]
+        assert speed["model_flops_per_second"] == pytest.approx(speed["real_tokens_per_second"] * figures["flops_per_real_token"])
+        assert speed["mfu"] == pytest.approx(speed["model_flops_per_second"] / 0.5e12) and 0 <= speed["data_wait_share"] < 1
+    assert figures["trainer"]["pad_fraction"] > 0 and figures["flops_per_real_token"] > 0
+
+
+def test_bench_plan_json_gives_the_projected_and_measured_epoch_and_peak_memory(tiny_setup, capsys):  # noqa: F811
+    from cad_pipeline.cli import main
+
+    folder, records, _ = tiny_setup
+    (folder / "train.json").write_text(json.dumps(records))
+    (folder / "val.json").write_text(json.dumps(records[:4]))
+    arguments = ["--partition", str(folder), "--samples", "6", "--plan-steps", "2", "--plan-warmup", "1", "--batch-size", "2", "--json"]
+    assert main(["bench", "plan", *arguments]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["samples"] == 6 and figures["steps_per_epoch"] == 3 and figures["base_model"] == "tiny"
+    assert figures["ratio"] == pytest.approx(figures["projected_epoch_seconds"] / figures["measured_epoch_seconds"])
+    assert figures["predicted_peak_bytes"] > 0 and figures["measured_peak_bytes"] > 2**20

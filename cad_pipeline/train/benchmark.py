@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
 from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_samples, read_records
@@ -148,7 +148,9 @@ def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype
         disable_tqdm=True,
     )
     timer = _StepTimer(warmup)
-    Trainer(model=model, args=arguments, train_dataset=_ListDataset(samples), data_collator=collate, callbacks=[timer]).train()
+    trainer = Trainer(model=model, args=arguments, train_dataset=_ListDataset(samples), data_collator=collate, callbacks=[timer])
+    trainer.remove_callback(PrinterCallback)  # it prints the run's summary to stdout, where the figures go
+    trainer.train()
     timed = sizes[warmup : warmup + timer.timed_steps]
     real, padded = sum(real for real, _ in timed), sum(padded for _, padded in timed)
     waited = sum(seconds for started, seconds in collating if timer.window[0] <= started <= timer.window[1])

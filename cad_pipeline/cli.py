@@ -11,27 +11,60 @@ import textwrap
 import time
 from pathlib import Path
 
-EXIT_VALID, EXIT_REJECTED = 0, 1  # argparse exits with 2 on usage errors
+EXIT_VALID, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2  # argparse exits with 2 on usage errors too
 MODEL_FILE = re.compile(r"^\d{8}(_\d+)?\.json$")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    from cad_pipeline.evaluate.config import EvaluationConfig
+    from cad_pipeline.options import SettingError, check_values, options_of
+    from cad_pipeline.train.config import TrainConfig
+
     try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+        for settings_class in (TrainConfig, EvaluationConfig):  # before any work, whatever the command reads first
+            check_values(settings_class, {name: getattr(args, name) for name, *_ in options_of(settings_class) if getattr(args, name, None) is not None})
         return args.handler(args)
-    except UsageError as error:
-        parser.error(str(error))
+    except (UsageError, SettingError) as error:
+        print(f"cad-pipeline: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 class UsageError(Exception):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad command line with one line (argparse's default adds the whole usage first); exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _at_least(kind: type, minimum: float, maximum: float | None = None):
+    """A flag type that refuses numbers outside [minimum, maximum] (and NaN) with the allowed range."""
+    from cad_pipeline.options import Allowed
+
+    allowed = Allowed(minimum, maximum)
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        problem = allowed.problem(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text}: {problem}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     from cad_pipeline.evaluate.config import EvaluationConfig
 
-    parser = argparse.ArgumentParser(prog="cad-pipeline", description=__doc__)
+    parser = _Parser(prog="cad-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="read and build one DeepCAD JSON file and report what it is")
@@ -58,19 +91,19 @@ def _parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="write a generated sample corpus in DeepCAD's layout")
     sample.add_argument("--out", type=Path, required=True)
-    sample.add_argument("--models", type=int, default=1300)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--models", type=_at_least(int, 1), default=1300)
+    sample.add_argument("--seed", type=_at_least(int, 0), default=0)
     sample.set_defaults(handler=_sample)
 
     render = commands.add_parser("render", help="draw one DeepCAD JSON file or every model under a folder")
     render.add_argument("path", type=Path)
     render.add_argument("--out", type=Path, required=True, help="folder for <id>_<view>.png (its .store keeps every image by content)")
     render.add_argument("--views", default="front,top,right", help="comma-separated: front,back,top,bottom,left,right,iso")
-    render.add_argument("--size", type=int, default=512)
+    render.add_argument("--size", type=int, default=512, help="pixels per side (32-4096)")
     render.add_argument("--style", choices=["lines", "shaded"], default="lines")
     render.add_argument("--layout", choices=["per_view", "grid"], default="per_view", help="grid: iso, front, top, right in one 2x2 image")
-    render.add_argument("--workers", type=int, default=0, help="processes (0: every core)")
-    render.add_argument("--timeout", type=float, default=60.0, help="seconds after which one model is given up")
+    render.add_argument("--workers", type=_at_least(int, 0, 4096), default=0, help="processes (0: every core)")
+    render.add_argument("--timeout", type=_at_least(float, 0.001), default=60.0, help="seconds after which one model is given up")
     render.set_defaults(handler=_render)
 
     bench = commands.add_parser("bench", help="throughput benchmarks")
@@ -82,26 +115,26 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = benches.add_parser(name, help=help_text)
         command.add_argument("--corpus", type=Path, required=True, help="a DeepCAD corpus or a folder of <id>.json files")
-        command.add_argument("--seconds", type=float, default=10.0, help="time per measurement, split into 5 rounds")
-        command.add_argument("--workers", type=int, default=0, help="processes for the all-cores figure (0: every core)")
+        command.add_argument("--seconds", type=_at_least(float, 0.001), default=10.0, help="time per measurement, split into 5 rounds")
+        command.add_argument("--workers", type=_at_least(int, 0, 4096), default=0, help="processes for the all-cores figure (0: every core)")
         command.set_defaults(handler=_bench)
 
     bench_train = benches.add_parser("train", help="our training loop against a plain transformers Trainer, real tokens/s")
     _add_partition_argument(bench_train)
-    bench_train.add_argument("--samples", type=int, default=96, help="training samples both loops draw from")
-    bench_train.add_argument("--steps", type=int, default=12, help="timed optimizer steps per loop")
-    bench_train.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    bench_train.add_argument("--batch-size", type=int, default=4)
-    bench_train.add_argument("--threads", type=int, default=0, help="CPU threads torch uses (0: torch's default)")
+    bench_train.add_argument("--samples", type=_at_least(int, 1), default=96, help="training samples both loops draw from")
+    bench_train.add_argument("--steps", type=_at_least(int, 1), default=12, help="timed optimizer steps per loop")
+    bench_train.add_argument("--warmup", type=_at_least(int, 0), default=2, help="untimed steps first")
+    bench_train.add_argument("--batch-size", type=_at_least(int, 1), default=4)
+    bench_train.add_argument("--threads", type=_at_least(int, 0, 4096), default=0, help="CPU threads torch uses (0: torch's default)")
     bench_train.add_argument("--base-model", default="tiny", help="'tiny', a local model folder or 'preset:NAME' (random weights)")
     bench_train.add_argument("--packing", choices=("auto", "on", "off"), default="off", help="our loop's packing (the Trainer never packs)")
-    bench_train.add_argument("--peak-tflops", type=float, default=0.0, help="the device's peak for MFU where the built-in table has none (CPUs, fp32)")
+    bench_train.add_argument("--peak-tflops", type=_at_least(float, 0.0), default=0.0, help="the device's peak for MFU where the built-in table has none (CPUs, fp32)")
     bench_train.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     bench_train.set_defaults(handler=_bench_train)
 
     bench_plan = benches.add_parser("plan", help="a training plan's projected epoch time against the epoch's measured time")
     _add_partition_argument(bench_plan)
-    bench_plan.add_argument("--samples", type=int, default=48, help="training samples in the epoch")
+    bench_plan.add_argument("--samples", type=_at_least(int, 1), default=48, help="training samples in the epoch")
     bench_plan.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _add_plan_options(bench_plan)
     _add_train_options(bench_plan)
@@ -111,9 +144,9 @@ def _parser() -> argparse.ArgumentParser:
         "learn", help="train for a wall-clock budget, then evaluate on validation pictures: what the model learns in that time"
     )
     _add_partition_argument(bench_learn)
-    bench_learn.add_argument("--minutes", type=float, required=True, help="training budget; generation gets as much again at most")
-    bench_learn.add_argument("--samples", type=int, default=100, help="validation models evaluated, on their first view (default: 100)")
-    bench_learn.add_argument("--max-new-tokens", type=int, default=EvaluationConfig.max_new_tokens, help="tokens generated per answer at most (default: %(default)s)")
+    bench_learn.add_argument("--minutes", type=_at_least(float, 0.01), required=True, help="training budget; generation gets as much again at most")
+    bench_learn.add_argument("--samples", type=_at_least(int, 1), default=100, help="validation models evaluated, on their first view (default: 100)")
+    bench_learn.add_argument("--max-new-tokens", type=_at_least(int, 1), default=EvaluationConfig.max_new_tokens, help="tokens generated per answer at most (default: %(default)s)")
     bench_learn.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     _add_train_options(
         bench_learn,
@@ -166,9 +199,9 @@ def _add_partition_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_plan_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan-steps", type=int, default=20, help="training steps the plan times")
-    parser.add_argument("--plan-warmup", type=int, default=3, help="untimed steps before them")
-    parser.add_argument("--memory-budget-gib", type=float, default=0.0, help="memory budget of the planner (0: the device's)")
+    parser.add_argument("--plan-steps", type=_at_least(int, 1), default=20, help="training steps the plan times")
+    parser.add_argument("--plan-warmup", type=_at_least(int, 0), default=3, help="untimed steps before them")
+    parser.add_argument("--memory-budget-gib", type=_at_least(float, 0.0), default=0.0, help="memory budget of the planner (0: the device's)")
 
 
 def _add_train_options(parser: argparse.ArgumentParser, chosen_by_command: dict[str, str] | None = None, left_out: tuple[str, ...] = ()) -> None:

@@ -188,5 +188,5 @@ def test_answers_of_another_adapter_or_other_generation_settings_start_the_file_
 
 
 def test_budgets_must_not_be_negative():
-    with pytest.raises(ValueError, match="generation_budget is -1.0: give seconds, or 0 for no limit"):
+    with pytest.raises(ValueError, match="generation_budget -1.0: must be at least 0"):
         EvaluationConfig(generation_budget=-1.0)

@@ -112,7 +112,7 @@ def test_grid_holds_iso_front_top_right_at_half_size_and_one_scale():
 
 
 def test_unknown_layout_is_rejected():
-    with pytest.raises(ValueError, match="per_view or grid"):
+    with pytest.raises(ValueError, match="layout .mosaic.: must be one of per_view, grid"):
         RenderSettings(layout="mosaic")
 
 

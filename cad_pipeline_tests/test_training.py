@@ -14,6 +14,7 @@ from cad_pipeline.cad.deepcad_json import read_file
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.openecad.writer import write_code
 from cad_pipeline.dataset.conversations import conversation
+from cad_pipeline.options import SettingError
 from cad_pipeline.train.config import TrainConfig, resolved_train_mode
 from cad_pipeline.train.data import IGNORE, length_grouped_batches, packed_batch, padded_batch, prepare_samples, question_and_answer
 from cad_pipeline.train.loop import CHECKPOINT_FILE, answer_loss, make_optimizer, prefetched_batches, train, validation_loss
@@ -287,8 +288,8 @@ def test_auto_trains_the_tiny_model_in_full_and_any_named_model_with_lora():
     assert resolved_train_mode(TrainConfig(base_model="/models/openecad")) == "lora"
     assert resolved_train_mode(TrainConfig(train_mode="lora")) == "lora"
     assert resolved_train_mode(TrainConfig(base_model="/models/openecad", train_mode="full")) == "full"
-    with pytest.raises(ValueError, match="train_mode must be one of auto, lora, full; got 'partial'"):
-        resolved_train_mode(TrainConfig(train_mode="partial"))
+    with pytest.raises(SettingError, match="train_mode 'partial': must be one of auto, lora, full"):
+        TrainConfig(train_mode="partial")
 
 
 def test_each_mode_trains_the_parts_it_names(tiny_setup):

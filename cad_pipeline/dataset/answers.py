@@ -16,7 +16,7 @@ from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cad_pipeline.cad.deepcad_json import read_bytes
+from cad_pipeline.cad.deepcad_json import read_bytes, read_model_file
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.measure import Measurements
 from cad_pipeline.cad.openecad.round_trip import round_trip
@@ -89,9 +89,9 @@ def answer_one(job: tuple[str, str, Measurements, str]) -> CodeAnswer:
     """Worker: one model's answer, from the store when it is there."""
     model_id, path, direct, store = job
     try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        return CodeAnswer(model_id, None, False, f"cannot read {path}: {error.strerror}", False)
+        raw = read_model_file(Path(path))
+    except ModelError as error:
+        return CodeAnswer(model_id, None, False, error.message, False)
     stored = store_path(Path(store), "answers", answers_version(), hashlib.sha256(raw).hexdigest(), ".json")
     if stored.is_file():
         return CodeAnswer(id=model_id, reused=True, **json.loads(stored.read_bytes()))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from cad_pipeline.options import SettingError
+
 DEFAULT_SCALES = ("1k", "10k", "100k", "full")
 SCALES_ENV = "CAD_PIPELINE_SCALES"
 _SCALE = re.compile(r"^(\d+(?:\.\d+)?)([km]?)$")
@@ -15,7 +17,10 @@ def configured_scales() -> list[str]:
     raw = os.environ.get(SCALES_ENV, "")
     names = [name.strip() for name in raw.split(",") if name.strip()] or list(DEFAULT_SCALES)
     for name in names:
-        scale_size(name)
+        try:
+            scale_size(name)
+        except SettingError as error:
+            raise SettingError(f"{SCALES_ENV}={raw!r}: {error}") from None
     return sorted(dict.fromkeys(names), key=_order)
 
 
@@ -25,10 +30,10 @@ def scale_size(name: str) -> int | None:
         return None
     match = _SCALE.match(name)
     if not match:
-        raise ValueError(f"scale {name!r} is not a count like 1k, 10k, 2.5k, 1m, 500 or 'full'")
+        raise SettingError(f"scale {name!r} is not a count like 1k, 10k, 2.5k, 1m, 500 or 'full'")
     value = float(match.group(1)) * {"": 1, "k": 1_000, "m": 1_000_000}[match.group(2)]
     if value < 1 or value != int(value):
-        raise ValueError(f"scale {name!r} must name a whole, positive number of models")
+        raise SettingError(f"scale {name!r} must name a whole, positive number of models")
     return int(value)
 
 

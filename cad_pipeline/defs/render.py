@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pydantic
 from PIL import Image
 
 from cad_pipeline.dataset.corpus import model_path
@@ -13,7 +14,7 @@ from cad_pipeline.defs.data import MANIFEST, OWNERS, cad_subset
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import PipelineSettings
 from cad_pipeline.files import atomic_write_parquet
-from cad_pipeline.render.batch import BatchResult, RenderSettings, png_size, render_models
+from cad_pipeline.render.batch import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, BatchResult, RenderSettings, png_size, render_models
 from cad_pipeline.render.gallery import contact_sheet
 
 RENDER_INDEX = "renders.parquet"
@@ -23,8 +24,8 @@ GALLERY_MODELS = 4
 class RenderConfig(dg.Config):
     views: list[str] = ["front", "top", "right"]
     """Any of front, back, top, bottom, left, right, iso."""
-    size: int = 512
-    """Image width and height in pixels."""
+    size: int = pydantic.Field(default=512, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
+    """Image width and height in pixels (32-4096)."""
     layout: str = "per_view"
     """per_view (one image per view) or grid (iso, front, top and right in one 2x2 image per model)."""
     style: str = "lines"

@@ -20,9 +20,10 @@ from functools import cache
 from pathlib import Path
 
 from cad_pipeline.cad.build import OCC_ERRORS, build_solid
-from cad_pipeline.cad.deepcad_json import read_bytes
+from cad_pipeline.cad.deepcad_json import read_bytes, read_model_file
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.files import atomic_write_bytes
+from cad_pipeline.options import SettingError
 from cad_pipeline.parallel import Isolated, map_in_sandboxes
 from cad_pipeline.render.drawing import LineStyle, draw_grid, draw_views, encode_png
 from cad_pipeline.render.views import parse_views
@@ -30,6 +31,8 @@ from cad_pipeline.store import code_version, store_path
 
 
 LAYOUTS = ("per_view", "grid")
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096
+"""Pixels per side: below 32 no drawing is legible; above 4096 one image outgrows a worker's memory budget."""
 STYLES = ("lines", "shaded")
 
 
@@ -43,10 +46,15 @@ class RenderSettings:
 
     def __post_init__(self):
         if self.layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {self.layout!r}; use {' or '.join(LAYOUTS)}")
+            raise SettingError(f"layout {self.layout!r}: must be one of {', '.join(LAYOUTS)}")
         if self.style not in STYLES:
-            raise ValueError(f"unknown style {self.style!r}; use {' or '.join(STYLES)}")
-        parse_views(list(self.views))
+            raise SettingError(f"style {self.style!r}: must be one of {', '.join(STYLES)}")
+        if not MIN_IMAGE_SIZE <= self.size <= MAX_IMAGE_SIZE:
+            raise SettingError(f"size {self.size!r}: must be at least {MIN_IMAGE_SIZE} and at most {MAX_IMAGE_SIZE} pixels")
+        try:
+            parse_views(list(self.views))
+        except ValueError as error:
+            raise SettingError(f"views {list(self.views)}: {error}") from None
 
     @property
     def image_names(self) -> tuple[str, ...]:
@@ -122,9 +130,9 @@ def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:
     """Worker: one model's images, from the store when they are all there, else built and drawn now."""
     model_id, path, settings, store = job
     try:
-        raw = Path(path).read_bytes()
-    except OSError as error:
-        return RenderOutcome(model_id, "failed", "unreadable_file", f"cannot read {path}: {error.strerror}", {})
+        raw = read_model_file(Path(path))
+    except ModelError as error:
+        return RenderOutcome(model_id, "failed", error.code, error.message, {})
     key = hashlib.sha256(raw).hexdigest()
     version = settings.version()
     images = {name: str(store_path(Path(store), "renders", version, key, f"_{name}.png")) for name in settings.image_names}

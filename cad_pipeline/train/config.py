@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from cad_pipeline.options import option
+from cad_pipeline.options import check_settings, option
 
 
 @dataclass(frozen=True)
@@ -20,48 +20,53 @@ class TrainConfig:
     tinyllava_language_model: str = option("", "TinyLLaVA checkpoints: local folder of the language model its config names")
     tinyllava_vision_tower: str = option("", "TinyLLaVA checkpoints: local folder of the vision tower its config names")
     tinyllava_tokenizer: str = option("", "TinyLLaVA checkpoints: local tokenizer folder its config names")
-    epochs: int = option(1, "passes over the training samples")
-    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)")
-    batch_size: int = option(4, "samples per micro-batch")
-    gradient_accumulation: int = option(1, "micro-batches per optimizer step")
-    learning_rate: float = option(2e-4, "peak learning rate of the cosine schedule")
-    warmup_ratio: float = option(0.03, "share of the optimizer steps spent warming the learning rate up from 0")
-    weight_decay: float = option(0.0, "AdamW weight decay")
-    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)")
+    epochs: int = option(1, "passes over the training samples", minimum=1)
+    max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)", minimum=0)
+    batch_size: int = option(4, "samples per micro-batch", minimum=1, maximum=65536)
+    gradient_accumulation: int = option(1, "micro-batches per optimizer step", minimum=1, maximum=65536)
+    learning_rate: float = option(2e-4, "peak learning rate of the cosine schedule", minimum=0.0, maximum=10.0)
+    warmup_ratio: float = option(0.03, "share of the optimizer steps spent warming the learning rate up from 0", minimum=0.0, maximum=1.0)
+    weight_decay: float = option(0.0, "AdamW weight decay", minimum=0.0, maximum=10.0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", minimum=0.0)
     train_mode: str = option(
         "auto",
         "'auto' (full for 'tiny', whose random weights LoRA cannot teach; lora otherwise), 'lora' (adapters on the "
         "language model, connector in full) or 'full' (language model, connector and vision tower)",
+        choices=("auto", "lora", "full"),
     )
     freeze_vision_tower: bool = option(False, "full mode: keep the vision tower's weights as they are")
-    lora_rank: int = option(16, "LoRA rank")
-    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / rank)")
-    lora_dropout: float = option(0.05, "dropout on the LoRA input")
+    lora_rank: int = option(16, "LoRA rank", minimum=1, maximum=4096)
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / rank)", minimum=1, maximum=65536)
+    lora_dropout: float = option(0.05, "dropout on the LoRA input", minimum=0.0, maximum=0.9)
     lora_vision: bool = option(False, "also put LoRA on the vision tower's linear layers (OpenECAD's recipe does)")
     max_length: int = option(
-        0, "samples longer than this many tokens (image tokens included) are left out, not cut (0: the base model's context)"
+        0,
+        "samples longer than this many tokens (image tokens included) are left out, not cut (0: the base model's context)",
+        minimum=0,
+        maximum=2**20,
     )
-    validation_samples: int = option(0, "validation samples whose loss is measured before training, after each epoch and every validation_every steps (0: all)")
-    validation_every: int = option(0, "also measure the validation loss every this many optimizer steps (0: only before training and after each epoch)")
+    validation_samples: int = option(0, "validation samples whose loss is measured before training, after each epoch and every validation_every steps (0: all)", minimum=0)
+    validation_every: int = option(0, "also measure the validation loss every this many optimizer steps (0: only before training and after each epoch)", minimum=0)
     keep_best: bool = option(False, "save the weights of the lowest validation loss instead of the last ones")
     max_minutes: float = option(
         0.0,
         "wall-clock budget of the training loop, validations included (0: none): the learning-rate schedule runs over the "
         "budget instead of the steps and training stops when it is spent; the step under way and a last validation finish after it",
+        minimum=0.0,
     )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, about a third slower")
-    packing: str = option("auto", "'auto' (pack samples into one row where FlashAttention is available), 'on' or 'off'")
-    dtype: str = option("auto", "'auto' (bf16 on CUDA where supported, else fp32), 'bf16', 'fp16' or 'fp32'")
+    packing: str = option("auto", "'auto' (pack samples into one row where FlashAttention is available), 'on' or 'off'", choices=("auto", "on", "off"))
+    dtype: str = option("auto", "'auto' (bf16 on CUDA where supported, else fp32), 'bf16', 'fp16' or 'fp32'", choices=("auto", "bf16", "fp16", "fp32"))
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device name")
-    seed: int = option(0, "seed of the model's random parts, the LoRA initialisation, dropout and the sample order")
-    checkpoint_every: int = option(50, "save a resumable checkpoint every this many optimizer steps (0: only at the end)")
-    threads: int = option(0, "CPU threads torch uses (0: torch's default)")
+    seed: int = option(0, "seed of the model's random parts, the LoRA initialisation, dropout and the sample order", minimum=0)
+    checkpoint_every: int = option(50, "save a resumable checkpoint every this many optimizer steps (0: only at the end)", minimum=0)
+    threads: int = option(0, "CPU threads torch uses (0: torch's default)", minimum=0, maximum=4096)
+
+    def __post_init__(self):
+        check_settings(self)
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-TRAIN_MODES = ("lora", "full")
 
 
 def resolved_train_mode(config: TrainConfig) -> str:
@@ -69,8 +74,6 @@ def resolved_train_mode(config: TrainConfig) -> str:
     weights there is nothing to change, so 'auto' trains it in full."""
     if config.train_mode == "auto":
         return "full" if config.base_model == "tiny" else "lora"
-    if config.train_mode not in TRAIN_MODES:
-        raise ValueError(f"train_mode must be one of auto, {', '.join(TRAIN_MODES)}; got {config.train_mode!r}")
     return config.train_mode
 
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from cad_pipeline.cad.measure import Measurements
 from cad_pipeline.dataset.answers import code_answers
@@ -36,14 +37,14 @@ A model that fails the round trip is left out of the data, so that check only re
 class ConversationConfig(dg.Config):
     tokenizer: str = OPENECAD_TOKENIZER
     """cl100k_base (what OpenECAD's dataset script counts with), or the local folder of your base model's tokenizer."""
-    token_budget: int = 3072
+    token_budget: int = pydantic.Field(default=3072, ge=1)
     """Answers longer than this many tokens are dropped (OpenECAD's create_datasets.sh uses 3072)."""
-    examples: int = 2
+    examples: int = pydantic.Field(default=2, ge=0, le=50)
     """Conversations shown in the metadata."""
-    max_length: int = 2048
+    max_length: int = pydantic.Field(default=2048, ge=1)
     """The context of the model you will train (OpenECAD's `model_max_length`): the metadata counts the samples longer
     than this, which that training leaves out."""
-    image_tokens: int = 729
+    image_tokens: int = pydantic.Field(default=729, ge=0)
     """Tokens one image takes in that model (729 for OpenECAD's SigLIP-so400m at 384 px)."""
 
 

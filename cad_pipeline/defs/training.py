@@ -34,9 +34,9 @@ TrainingConfig = config_class("TrainingConfig", TrainConfig, "Fine-tuning settin
 
 
 class PlanConfig(TrainingConfig):
-    measure_steps: int = pydantic.Field(default=20, description="optimizer steps timed (after the warm-up)")
-    warmup_steps: int = pydantic.Field(default=3, description="optimizer steps run first and not timed")
-    memory_budget_gib: float = pydantic.Field(default=0.0, description="memory budget of the planner (0: the device's memory)")
+    measure_steps: int = pydantic.Field(default=20, ge=1, description="optimizer steps timed (after the warm-up)")
+    warmup_steps: int = pydantic.Field(default=3, ge=0, description="optimizer steps run first and not timed")
+    memory_budget_gib: float = pydantic.Field(default=0.0, ge=0.0, description="memory budget of the planner (0: the device's memory)")
 
 
 @dg.asset(

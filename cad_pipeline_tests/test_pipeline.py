@@ -115,7 +115,7 @@ def test_conversations_load_in_tinyllava_format_and_every_answer_rebuilds(settin
     assert result.success
     metadata = result.asset_materializations_for_node("conversations")[0].metadata
     checks = {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations() if evaluation.asset_key.path == ["conversations"]}
-    assert checks == {name: True for name in ("round_trip", "format_valid", "images_present", "no_split_leak", "answers_not_empty")}
+    assert checks == {name: True for name in ("round_trip", "format_valid", "images_present", "no_split_leak", "answers_not_empty", "failed_share")}
     manifest = pd.read_parquet(result.asset_materializations_for_node("cad_subset")[0].metadata["manifest"].value)
     selected = manifest[manifest.selected]
     image_folder = Path(metadata["image_folder"].value)

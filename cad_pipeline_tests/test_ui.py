@@ -103,7 +103,7 @@ def test_the_asset_graph_reads_as_the_pipeline(ui):
         assert partitions == ([] if name == "deepcad_corpus" else list(SCALES)), name
     assert data["instance"]["poolConfig"] == {"poolGranularity": "op", "defaultPoolLimit": 1}
     blocking = {check["name"] for node in nodes.values() for check in node["assetChecksOrError"]["checks"] if check["blocking"]}
-    assert blocking == {"no_split_leak", "format_valid", "images_present", "answers_not_empty"}
+    assert blocking == {"no_split_leak", "format_valid", "images_present", "answers_not_empty", "failed_share"}
 
     automation = ui.graphql(AUTOMATION, {"repository": REPOSITORY})
     schedules = {s["name"]: (s["cronSchedule"], s["scheduleState"]["status"]) for s in automation["schedulesOrError"]["results"]}

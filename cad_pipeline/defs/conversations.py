@@ -15,6 +15,7 @@ from cad_pipeline.dataset.conversations import ConversationSet, build_conversati
 from cad_pipeline.dataset.corpus import model_path
 from cad_pipeline.dataset.tokens import OPENECAD_TOKENIZER, open_token_counter
 from cad_pipeline.defs.data import MANIFEST, OWNERS
+from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.render import RENDER_INDEX, rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
@@ -46,6 +47,9 @@ class ConversationConfig(dg.Config):
     than this, which that training leaves out."""
     image_tokens: int = pydantic.Field(default=729, ge=0)
     """Tokens one image takes in that model (729 for OpenECAD's SigLIP-so400m at 384 px)."""
+    max_failed_share: float = pydantic.Field(default=DEFAULT_MAX_FAILED_SHARE, ge=0.0, le=1.0)
+    """The blocking `failed_share` check fails above this share of models left out for a failure (no code, a failed
+    round trip, no image); answers over the token budget are left out by choice and do not count."""
 
 
 @dg.asset(
@@ -54,7 +58,10 @@ class ConversationConfig(dg.Config):
     owners=OWNERS,
     partitions_def=scale_partitions,
     deps=[rendered_views],
-    check_specs=[dg.AssetCheckSpec(name, asset="conversations", description=text, blocking=name in BLOCKING) for name, text in CHECKS.items()],
+    check_specs=[
+        *(dg.AssetCheckSpec(name, asset="conversations", description=text, blocking=name in BLOCKING) for name, text in CHECKS.items()),
+        failed_share_spec("conversations", "to become a conversation (answers over the token budget aside)"),
+    ],
     description=(
         "TinyLLaVA Factory fine-tuning data: train.json and val.json with one conversation per rendered image, "
         "the answer being complete OpenECAD v2 code that rebuilds the model (checked by reading it back through the "
@@ -82,6 +89,7 @@ def conversations(context: dg.AssetExecutionContext, config: ConversationConfig,
         open_token_counter(config.tokenizer),
         config.token_budget,
     )
+    require_output(len(result.train), "training sample", result.dropped_by_reason)
     image_folder = folder / IMAGE_FOLDER
     shutil.rmtree(image_folder, ignore_errors=True)
     kept = result.train_models | result.val_models
@@ -132,6 +140,12 @@ def conversations(context: dg.AssetExecutionContext, config: ConversationConfig,
                 metadata={"in_both": dg.MetadataValue.json(sorted(result.train_models & result.val_models)[:50])},
             ),
             _answers_check(result),
+            failed_share_check(
+                "conversations",
+                {reason: count for reason, count in result.dropped_by_reason.items() if reason != "over_token_budget"},
+                len(selected),
+                config.max_failed_share,
+            ),
         ],
     )
 

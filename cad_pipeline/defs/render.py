@@ -11,6 +11,7 @@ from PIL import Image
 
 from cad_pipeline.dataset.corpus import model_path
 from cad_pipeline.defs.data import MANIFEST, OWNERS, cad_subset
+from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import PipelineSettings
 from cad_pipeline.files import atomic_write_parquet
@@ -30,6 +31,8 @@ class RenderConfig(dg.Config):
     """per_view (one image per view) or grid (iso, front, top and right in one 2x2 image per model)."""
     style: str = "lines"
     """lines (visible edges solid, hidden edges dashed) or shaded (grey body under its visible edges)."""
+    max_failed_share: float = pydantic.Field(default=DEFAULT_MAX_FAILED_SHARE, ge=0.0, le=1.0)
+    """The blocking `failed_share` check fails above this share of models that could not be drawn."""
 
 
 @dg.asset(
@@ -41,7 +44,8 @@ class RenderConfig(dg.Config):
     check_specs=[
         dg.AssetCheckSpec(
             "renders_complete", asset="rendered_views", description="Every selected model has every view, as a PNG of the configured size."
-        )
+        ),
+        failed_share_spec("rendered_views", "to be drawn"),
     ],
     description=(
         "Orthographic engineering drawings (visible edges solid, hidden edges dashed, one scale per model) of every "
@@ -57,6 +61,7 @@ def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, sett
     files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}
     with settings.open_executor() as executor:
         result = render_models(files, render_settings, settings.store_path, executor, timeout=settings.model_timeout)
+    require_output(result.count("rendered") + result.count("reused"), "drawing", result.failed_by_reason)
     index = _render_index(result, selected, render_settings)
     index_path = settings.partition_dir(scale) / RENDER_INDEX
     atomic_write_parquet(index, index_path)
@@ -77,7 +82,10 @@ def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, sett
             "models_per_minute": round(result.models_per_minute, 1),
             "gallery": dg.MetadataValue.md(_gallery_markdown(index, render_settings.image_names, config.size)),
         },
-        check_results=[_renders_complete(index, selected, render_settings)],
+        check_results=[
+            _renders_complete(index, selected, render_settings),
+            failed_share_check("rendered_views", result.failed_by_reason, len(result.outcomes), config.max_failed_share),
+        ],
     )
 
 

@@ -241,6 +241,37 @@ def test_semantic_errors_name_the_line(edit, line, words):
     assert words in rejected.value.why
 
 
+def _plate_with_hole(hole_top_mm: float) -> str:
+    """A 10 mm square plate, 5 mm thick, with a 2.9 mm hole whose top is at `hole_top_mm` (the plate's top edge is at 10)."""
+    return (
+        "SketchPlane0 = add_sketchplane(\n\torigin= [0., 0., 0.], normal= [0., 0., 1.], x_axis= [1., 0., 0.])\n"
+        "Loops0 = []\nCurves0_0 = []\n"
+        "Line0_0_0 = add_line(start= [0., 0.], end= [10., 0.])\n"
+        "Line0_0_1 = add_line(start= [10., 0.], end= [10., 10.])\n"
+        "Line0_0_2 = add_line(start= [10., 10.], end= [0., 10.])\n"
+        "Line0_0_3 = add_line(start= [0., 10.], end= [0., 0.])\n"
+        "Loop0_0 = add_loop(Curves0_0)\nCurves0_1 = []\n"
+        f"Circle0_1_0 = add_circle(center= [5., {hole_top_mm - 2.9:.4f}], radius= 2.9)\n"
+        "Loop0_1 = add_loop(Curves0_1)\nProfile0 = add_profile(Loops0)\n"
+        "Sketch0 = add_sketch(sketch_plane= SketchPlane0, profile= Profile0)\n"
+        "Extrude0 = add_extrude(sketch= Sketch0,\n\toperation= 0, type= 0, extent_one= 5., extent_two= 0.)\n"
+    )
+
+
+@pytest.mark.parametrize("hole_top_mm", [10.0, 10.0001, 9.9999])
+def test_a_hole_that_touches_the_edge_within_the_printed_rounding_is_not_a_crossing(hole_top_mm):
+    """Tangent to the plate's edge, or cutting it by the code's last printed digit (1e-4 mm): the curves touch, and the
+    plate builds with the hole's area taken out."""
+    solid = build_solid(interpret(_plate_with_hole(hole_top_mm)))
+    area = 100.0 - math.pi * 2.9**2
+    assert measure(solid).volume == pytest.approx(area * 5.0 * 1e-9, rel=1e-4)
+
+
+def test_a_hole_that_cuts_the_edge_is_a_crossing():
+    with pytest.raises(CodeRejected, match="loop 0 curve 2 touches or crosses loop 1 curve 0"):
+        interpret(_plate_with_hole(10.01))
+
+
 def test_crossing_loops_are_rejected_with_the_extrude():
     bow_tie = (
         "Line0_0_0 = add_line(start= [0., 0.], end= [10., 10.])\n"

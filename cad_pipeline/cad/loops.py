@@ -39,9 +39,11 @@ class _Numbered:
     number: int
 
 
-def assemble_profile(raw_loops: list[list[Curve]], where: str) -> Profile:
+def assemble_profile(raw_loops: list[list[Curve]], where: str, contact: float = 0.0) -> Profile:
     """Turn loops of unordered curves into a checked profile: outer loop CCW first, holes CW after.
 
+    Curves that meet within `contact` metres (or the profile's tolerance, if larger) only touch: a reader of rounded
+    numbers passes how far rounding may move them, so a contact the rounding turns into a shallow cut is no crossing.
     Messages number loops and curves as the file lists them, whatever order they are sorted into here.
     """
     for index, curves in enumerate(raw_loops):
@@ -50,7 +52,7 @@ def assemble_profile(raw_loops: list[list[Curve]], where: str) -> Profile:
     tolerance = profile_tolerance([curve for loop in raw_loops for curve in loop])
     loops = [_Numbered(*_ccw_loop(curves, f"{where} loop {index}", tolerance), index) for index, curves in enumerate(raw_loops)]
     loops.sort(key=lambda numbered: tuple(_quantize(v) for v in numbered.loop.bbox()[0]))
-    _reject_crossings(loops, where, tolerance)
+    _reject_crossings(loops, where, max(tolerance, contact))
     outer, holes = loops[0], loops[1:]
     for hole in holes:
         probe = _curve_start(hole.loop.curves[0])
@@ -158,7 +160,8 @@ def _reject_collapsed(curve: Line | Arc, where: str, tolerance: float) -> None:
 
 
 def _reject_crossings(loops: list[_Numbered], where: str, tolerance: float) -> None:
-    """Raise if any two curves of the profile cross or touch anywhere but their shared joints."""
+    """Raise if any two curves of the profile cross, or touch anywhere but their shared joints. Curves that are tangent
+    within the tolerance only touch: a line grazing an arc or two arcs grazing each other is not a crossing."""
     curves = [
         (loop_index, curve_index, curve)
         for loop_index, numbered in enumerate(loops)
@@ -243,8 +246,8 @@ def _line_circular(line: Line, circular: Arc | Circle, tolerance: float) -> list
     ux, uy = dx / length, dy / length
     along = (cx - x0) * ux + (cy - y0) * uy
     off = abs((cx - x0) * uy - (cy - y0) * ux)
-    if off > r + tolerance:
-        return []
+    if off > r - tolerance:
+        return []  # apart, or tangent within the tolerance: a touch
     half = math.sqrt(max(0.0, r * r - off * off))
     hits = []
     for t in {along - half, along + half}:
@@ -263,8 +266,8 @@ def _circular_circular(a: Arc | Circle, b: Arc | Circle, tolerance: float) -> li
         probes = [b.mid] if isinstance(b, Arc) else [(bx + b.radius, by)]
         probes += [a.mid] if isinstance(a, Arc) else [(ax + a.radius, ay)]
         return [p for p in probes if _on_circular(a, p, tolerance) and _on_circular(b, p, tolerance)]
-    if distance > a.radius + b.radius + tolerance or distance < abs(a.radius - b.radius) - tolerance or distance == 0.0:
-        return []
+    if distance >= a.radius + b.radius - tolerance or distance <= abs(a.radius - b.radius) + tolerance:
+        return []  # apart, nested, or tangent (outside or inside) within the tolerance: a touch
     along = (a.radius**2 - b.radius**2 + distance**2) / (2.0 * distance)
     half = math.sqrt(max(0.0, a.radius**2 - along**2))
     ux, uy = (bx - ax) / distance, (by - ay) / distance

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.loops import assemble_profile
+from cad_pipeline.cad.openecad.numbers import ROUNDED_CONTACT
 from cad_pipeline.cad.openecad.loop_order import CodeCurve, reorder_loop
 from cad_pipeline.cad.openecad.planes import KINDS, Frame, absolute_frame, referenced_frame, snap_frame
 from cad_pipeline.cad.openecad.program import CodeRejected, Name, Statement, parse_program
@@ -225,7 +226,7 @@ class _Interpreter:
     def _profile(self, loops: tuple[_Loop, ...]):
         raw_loops = [[self._sequence_curve(curve, loop.line) for curve in loop.curves] for loop in loops]
         try:
-            return assemble_profile(raw_loops, f"the profile of Extrude{len(self.extrudes)}")
+            return assemble_profile(raw_loops, f"the profile of Extrude{len(self.extrudes)}", ROUNDED_CONTACT)
         except ModelError as error:
             self._reject(error.message)
 

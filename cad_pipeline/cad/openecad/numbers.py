@@ -16,6 +16,13 @@ from collections.abc import Sequence
 COORDINATE_DECIMALS = 4
 """OpenECAD rounds every coordinate, length and vector component to 4 decimals before printing."""
 
+PRINT_RESOLUTION = 0.5 * 10.0**-COORDINATE_DECIMALS / 1000.0
+"""Metres: half of the 1e-4 mm the code prints, the most rounding moves one printed coordinate."""
+
+ROUNDED_CONTACT = (2.0 + math.sqrt(2.0)) * PRINT_RESOLUTION
+"""Metres within which curves read from code only touch: the most rounding moves a printed point (sqrt 2 times the
+resolution) plus a refitted arc's circle (twice it), as the round trip bounds them."""
+
 ANGLE_DECIMALS = 6
 """OpenECAD rounds angles that are not a listed multiple of pi to 6 decimals."""
 

@@ -26,13 +26,11 @@ from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.loops import perimeter, signed_area
 from cad_pipeline.cad.measure import Measurements, measure
 from cad_pipeline.cad.openecad.interpreter import circle_through, interpret
-from cad_pipeline.cad.openecad.numbers import numpy_round
+from cad_pipeline.cad.openecad.numbers import ROUNDED_CONTACT, numpy_round
 from cad_pipeline.cad.openecad.program import CodeRejected
 from cad_pipeline.cad.openecad.writer import write_code
 from cad_pipeline.cad.sequence import Arc, CadSequence, Extrude
 
-PRINT_RESOLUTION = 5e-8
-"""Metres: half of the 1e-4 mm the code prints, the most rounding moves one printed coordinate."""
 MEASUREMENT_SLACK = 1e-6
 """Relative volume error allowed for the two measurements themselves."""
 BBOX_SLACK = 1e-6
@@ -98,7 +96,7 @@ def _displacement_bound(true: Extrude, stated: Extrude) -> float:
     (u0, v0), (u1, v1) = true.profile.loops[0].bbox()  # the outer loop encloses the holes
     low, high = true.depth_interval()
     reach = max(abs(u0), abs(u1)) + max(abs(v0), abs(v1)) + max(abs(low), abs(high))
-    return shift + turn * reach + (math.sqrt(2.0) + 2.0) * PRINT_RESOLUTION + _arc_shift(true)
+    return shift + turn * reach + ROUNDED_CONTACT + _arc_shift(true)
 
 
 def _arc_shift(extrude: Extrude) -> float:

@@ -1,9 +1,13 @@
-"""Faults the pipeline must survive or refuse: here, steps that would ship nothing, and failure rates above the share a
-user allows."""
+"""Faults the pipeline must survive or refuse: steps that would ship nothing, failure rates above the share a user
+allows, and store entries truncated, replaced by garbage, unsealed or edited."""
 
+import json
+import os
 import re
+import struct
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from cad_pipeline.defs.conversations import ConversationConfig, conversations
@@ -11,6 +15,7 @@ from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.failures import failed_share_check
 from cad_pipeline.defs.render import rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
+from cad_pipeline.render.batch import decoded_size
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     [failure] = [event for event in result.all_events if event.is_step_failure]
@@ -54,3 +59,62 @@ def test_the_failed_share_check_blocks_above_the_allowed_share(failed, passed):
     check = failed_share_check("rendered_views", {"timeout": failed - 1, "occ_failure": 1}, 100, 0.05)
     assert check.passed is passed and check.metadata["failed_share"].value == pytest.approx(failed / 100)
     assert check.description == f"{failed}.0% of 100 models failed (allowed: 5.0%)"
+
+
+def _sealed_entries(store, kind: str, suffix: str) -> list:
+    return sorted(path for path in (store / kind).rglob(f"*{suffix}") if not path.name.endswith(".seal"))
+
+
+def _repaired(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    return result.asset_materializations_for_node(asset)[0].metadata["store_repaired"].value
+
+
+def test_damaged_stored_reports_are_rebuilt_counted_and_never_copied_into_the_manifest(tmp_path):
+    settings = PipelineSettings(data_root=str(tmp_path), sample_models=30, workers=1)
+    first = dg.materialize([deepcad_corpus, cad_subset], resources={"settings": settings}, partition_key="full")
+    manifest = pd.read_parquet(tmp_path / "partitions" / "full" / "manifest.parquet")
+    emptied, edited, *_ = _sealed_entries(settings.store_path, "reports", ".json")
+    emptied.write_text("{}")
+    report = json.loads(edited.read_text())
+    edited.write_text(json.dumps({**report, "volume": 1.0}))
+    again = dg.materialize([cad_subset], resources={"settings": settings}, partition_key="full")
+    assert first.success and again.success and _repaired(again, "cad_subset") == {"reports": 2}
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "partitions" / "full" / "manifest.parquet").drop(columns="reused"), manifest.drop(columns="reused")
+    )
+    assert json.loads(edited.read_text()) == report, "the rebuilt entry replaced the edited one"
+    assert _repaired(dg.materialize([cad_subset], resources={"settings": settings}, partition_key="full"), "cad_subset") == {"reports": 0}
+
+
+def test_damaged_stored_images_are_redrawn_counted_and_every_shipped_image_decodes(tmp_path):
+    settings = PipelineSettings(data_root=str(tmp_path), sample_models=30, workers=1)
+    assert dg.materialize([deepcad_corpus, cad_subset, rendered_views], resources={"settings": settings}, partition_key="full").success
+    truncated, garbage, unsealed, swapped, *_ = _sealed_entries(settings.store_path, "renders", ".png")
+    originals = {path: path.read_bytes() for path in (truncated, garbage, unsealed, swapped)}
+    truncated.write_bytes(originals[truncated][:200])
+    garbage.write_bytes(os.urandom(len(originals[garbage])))
+    unsealed.with_name(unsealed.name + ".seal").unlink()
+    swapped.write_bytes(originals[garbage])  # another model's valid drawing
+    again = dg.materialize([rendered_views], resources={"settings": settings}, partition_key="full")
+    assert again.success and _repaired(again, "rendered_views") == {"renders": 4}
+    for path, data in originals.items():
+        assert path.read_bytes() == data, f"{path} was drawn again as it was"
+    [check] = [e for e in again.get_asset_check_evaluations() if e.check_name == "renders_complete"]
+    assert check.passed
+    truncated.write_bytes(originals[truncated][:200])
+    assert decoded_size(truncated) is None and struct.unpack(">II", truncated.read_bytes()[16:24]) == (512, 512), "its header alone looks whole"
+
+
+def test_damaged_stored_answers_are_rebuilt_so_train_json_ships_the_true_code(tmp_path):
+    settings = PipelineSettings(data_root=str(tmp_path), sample_models=30, workers=1)
+    assets = [deepcad_corpus, cad_subset, rendered_views, conversations]
+    assert dg.materialize(assets, resources={"settings": settings}, partition_key="full").success
+    train_json = tmp_path / "partitions" / "full" / "train.json"
+    shipped = train_json.read_text()
+    garbage, replaced, donor, *_ = _sealed_entries(settings.store_path, "answers", ".json")
+    garbage.write_bytes(b"\x00not json")
+    other_code = json.loads(donor.read_text())["code"]  # valid code, of another model
+    replaced.write_text(json.dumps({**json.loads(replaced.read_text()), "code": other_code}))
+    again = dg.materialize([conversations], resources={"settings": settings}, partition_key="full")
+    assert again.success and _repaired(again, "conversations") == {"answers": 2}
+    assert train_json.read_text() == shipped

@@ -20,9 +20,8 @@ from cad_pipeline.cad.deepcad_json import read_bytes, read_model_file
 from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.measure import Measurements
 from cad_pipeline.cad.openecad.round_trip import round_trip
-from cad_pipeline.files import atomic_write_bytes
 from cad_pipeline.parallel import Isolated, map_in_sandboxes
-from cad_pipeline.store import code_version, store_path
+from cad_pipeline.store import DamagedEntry, code_version, read_sealed, store_path, write_sealed
 
 ANSWER_MODULES = (
     "cad/sequence.py", "cad/loops.py", "cad/deepcad_json.py", "cad/build.py", "cad/measure.py",
@@ -46,6 +45,8 @@ class CodeAnswer:
     bbox_error: float | None = None
     volume_error: float | None = None
     volume_tolerance: float | None = None
+    repaired: str | None = None
+    """A damaged stored answer this one replaced: its path and what was wrong."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,10 @@ class AnswersResult:
     @property
     def reused(self) -> int:
         return sum(answer.reused for answer in self.answers)
+
+    @property
+    def repaired(self) -> list[str]:
+        return [answer.repaired for answer in self.answers if answer.repaired]
 
     @property
     def failed_round_trip(self) -> list[CodeAnswer]:
@@ -93,12 +98,19 @@ def answer_one(job: tuple[str, str, Measurements, str]) -> CodeAnswer:
     except ModelError as error:
         return CodeAnswer(model_id, None, False, error.message, False)
     stored = store_path(Path(store), "answers", answers_version(), hashlib.sha256(raw).hexdigest(), ".json")
-    if stored.is_file():
-        return CodeAnswer(id=model_id, reused=True, **json.loads(stored.read_bytes()))
+    try:
+        kept = read_sealed(stored)
+        if kept is not None:
+            return CodeAnswer(id=model_id, reused=True, **json.loads(kept))
+        damage = None
+    except DamagedEntry as error:
+        damage = str(error)
+    except (ValueError, TypeError) as error:
+        damage = f"{stored}: sealed, but not an answer ({type(error).__name__})"
     try:
         result = round_trip(read_bytes(raw, model_id), direct)
     except ModelError as error:
-        return CodeAnswer(model_id, None, False, f"the model cannot be read: {error.message}", False)
+        return CodeAnswer(model_id, None, False, f"the model cannot be read: {error.message}", False, repaired=damage)
     answer = CodeAnswer(
         id=model_id,
         code=result.code,
@@ -109,8 +121,9 @@ def answer_one(job: tuple[str, str, Measurements, str]) -> CodeAnswer:
         bbox_error=result.bbox_error,
         volume_error=result.volume_error,
         volume_tolerance=result.volume_tolerance,
+        repaired=damage,
     )
     record = asdict(answer)
-    del record["id"], record["reused"]
-    atomic_write_bytes(stored, json.dumps(record).encode())
+    del record["id"], record["reused"], record["repaired"]
+    write_sealed(stored, json.dumps(record).encode())
     return answer

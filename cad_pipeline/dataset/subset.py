@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -23,8 +23,8 @@ from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.inspect import ModelReport, inspect_bytes, inspect_file, inspector_version
 from cad_pipeline.dataset.corpus import DOWNLOAD_HINT, Corpus, model_path, unsafe_id_reason
 from cad_pipeline.dataset.scales import validation_target
-from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
-from cad_pipeline.store import store_path
+from cad_pipeline.files import atomic_write_parquet
+from cad_pipeline.store import DamagedEntry, read_sealed, store_path, write_sealed
 
 MANIFEST = "manifest.parquet"
 """Each partition's table of its models: split, order, whether selected, why invalid, measurements."""
@@ -43,6 +43,8 @@ class SubsetResult:
     manifest: pd.DataFrame
     """Every model examined, in selection order; `selected` marks the subset."""
     seconds: float
+    repaired: list[str] = field(default_factory=list)
+    """Damaged store reports found and rebuilt: each path and what was wrong."""
 
     @property
     def n_train(self) -> int:
@@ -104,7 +106,8 @@ def select_subset(
     validation = _take_valid(corpus, store, "validation", validation_order, validation_target(n_found), executor, progress, seen)
     records = train + validation
     manifest = pd.DataFrame.from_records(records, columns=MANIFEST_COLUMNS)
-    return SubsetResult(manifest=manifest, seconds=time.perf_counter() - started)
+    repaired = [record["repaired"] for record in records if record.get("repaired")]
+    return SubsetResult(manifest=manifest, seconds=time.perf_counter() - started, repaired=repaired)
 
 
 def write_manifest(result: SubsetResult, path: Path) -> None:
@@ -159,13 +162,14 @@ def inspect_corpus_model(job: tuple[str, str, str | None]) -> dict:
     if unsafe:
         return _refused(model_id, "unsafe_id", unsafe)
     path = model_path(Path(root), model_id)
+    repaired = None
     try:
         raw = read_model_file(path)
     except ModelError:
         report, digest, reused = inspect_file(path), None, False
     else:
         digest = hashlib.sha256(raw).hexdigest()
-        report, reused = _stored_or_inspected(raw, digest, model_id, store)
+        report, reused, repaired = _stored_or_inspected(raw, digest, model_id, store)
     low = report.bbox_min or (None, None, None)
     high = report.bbox_max or (None, None, None)
     return {
@@ -181,16 +185,24 @@ def inspect_corpus_model(job: tuple[str, str, str | None]) -> dict:
         "bbox_max_x": high[0], "bbox_max_y": high[1], "bbox_max_z": high[2],
         "sha256": digest,
         "reused": reused,
+        "repaired": repaired,
     }  # fmt: skip
 
 
-def _stored_or_inspected(raw: bytes, digest: str, model_id: str, store: str | None) -> tuple[ModelReport, bool]:
+def _stored_or_inspected(raw: bytes, digest: str, model_id: str, store: str | None) -> tuple[ModelReport, bool, str | None]:
+    """(report, reused, what was wrong with a damaged stored report that was rebuilt)."""
     if store is None:
-        return inspect_bytes(raw, model_id), False
+        return inspect_bytes(raw, model_id), False, None
     path = store_path(Path(store), "reports", inspector_version(), digest, ".json")
     try:
-        return ModelReport.from_stored_json(path.read_bytes(), model_id), True
-    except (OSError, ValueError, TypeError):
-        report = inspect_bytes(raw, model_id)
-        atomic_write_bytes(path, report.to_stored_json())
-        return report, False
+        stored = read_sealed(path)
+        if stored is not None:
+            return ModelReport.from_stored_json(stored, model_id), True, None
+        damage = None
+    except DamagedEntry as error:
+        damage = str(error)
+    except (ValueError, TypeError, KeyError) as error:
+        damage = f"{path}: sealed, but not a report ({type(error).__name__})"
+    report = inspect_bytes(raw, model_id)
+    write_sealed(path, report.to_stored_json())
+    return report, False, damage

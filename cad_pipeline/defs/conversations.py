@@ -15,12 +15,12 @@ from cad_pipeline.dataset.conversations import ConversationSet, build_conversati
 from cad_pipeline.dataset.corpus import model_path
 from cad_pipeline.dataset.tokens import OPENECAD_TOKENIZER, open_token_counter
 from cad_pipeline.defs.data import MANIFEST, OWNERS
-from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output
+from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output, store_repairs
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.render import RENDER_INDEX, rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
 from cad_pipeline.files import atomic_write_bytes
-from cad_pipeline.render.batch import link_images, png_size
+from cad_pipeline.render.batch import decoded_size, link_images
 
 IMAGE_FOLDER = "images"
 CHECKS = {
@@ -122,6 +122,7 @@ def conversations(context: dg.AssetExecutionContext, config: ConversationConfig,
             ),
             "seconds": round(time.perf_counter() - started, 2),
             "examples": dg.MetadataValue.md(_examples_markdown(result, config.examples)),
+            **store_repairs(context, "answers", answers.repaired),
         },
         check_results=[
             dg.AssetCheckResult(
@@ -173,7 +174,7 @@ def _format_check(result: ConversationSet) -> dg.AssetCheckResult:
 
 def _images_check(result: ConversationSet, image_folder, size: int) -> dg.AssetCheckResult:
     """Reads every referenced image's PNG header, so a missing or wrong-size file fails the check."""
-    bad = [record["image"] for record in result.train + result.val if png_size(image_folder / record["image"]) != (size, size)]
+    bad = [record["image"] for record in result.train + result.val if decoded_size(image_folder / record["image"]) != (size, size)]
     return dg.AssetCheckResult(
         check_name="images_present",
         passed=not bad,

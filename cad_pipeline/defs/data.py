@@ -8,6 +8,7 @@ import pandas as pd
 from cad_pipeline.dataset.corpus import Corpus, CorpusError, open_or_generate
 from cad_pipeline.dataset.scales import scale_size, validation_target
 from cad_pipeline.dataset.subset import MANIFEST, ScaleTooLarge, SubsetResult, select_subset, write_manifest
+from cad_pipeline.defs.failures import store_repairs
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import PipelineSettings
 
@@ -84,7 +85,7 @@ def cad_subset(context: dg.AssetExecutionContext, settings: PipelineSettings) ->
         f"{len(result.manifest):,} examined ({result.n_reused:,} reused from the store) in {result.seconds:.1f} s"
     )
     return dg.MaterializeResult(
-        metadata=_subset_metadata(result, path),
+        metadata={**_subset_metadata(result, path), **store_repairs(context, "reports", result.repaired)},
         check_results=_subset_checks(pd.read_parquet(path), corpus, settings, scale),
     )
 

@@ -31,3 +31,12 @@ def failed_share_spec(asset: str, what: str) -> dg.AssetCheckSpec:
         blocking=True,
         description=f"At most `max_failed_share` (default {DEFAULT_MAX_FAILED_SHARE:.0%}) of the models failed {what}.",
     )
+
+
+def store_repairs(context: dg.AssetExecutionContext, kind: str, repaired: list[str]) -> dict:
+    """Metadata counting the damaged store entries of `kind` that this step rebuilt, each logged with its path."""
+    for damage in repaired[:20]:
+        context.log.warning(f"store {kind} entry rebuilt: {damage}")
+    if len(repaired) > 20:
+        context.log.warning(f"... and {len(repaired) - 20:,} more damaged {kind} entries rebuilt")
+    return {"store_repaired": dg.MetadataValue.json({kind: len(repaired)})}

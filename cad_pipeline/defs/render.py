@@ -11,11 +11,11 @@ from PIL import Image
 
 from cad_pipeline.dataset.corpus import model_path
 from cad_pipeline.defs.data import MANIFEST, OWNERS, cad_subset
-from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output
+from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output, store_repairs
 from cad_pipeline.defs.partitions import scale_partitions
 from cad_pipeline.defs.resources import PipelineSettings
 from cad_pipeline.files import atomic_write_parquet
-from cad_pipeline.render.batch import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, BatchResult, RenderSettings, png_size, render_models
+from cad_pipeline.render.batch import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, BatchResult, RenderSettings, decoded_size, render_models
 from cad_pipeline.render.gallery import contact_sheet
 
 RENDER_INDEX = "renders.parquet"
@@ -81,6 +81,7 @@ def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, sett
             "seconds": round(result.seconds, 2),
             "models_per_minute": round(result.models_per_minute, 1),
             "gallery": dg.MetadataValue.md(_gallery_markdown(index, render_settings.image_names, config.size)),
+            **store_repairs(context, "renders", result.repaired),
         },
         check_results=[
             _renders_complete(index, selected, render_settings),
@@ -101,9 +102,9 @@ def _render_index(result: BatchResult, selected: pd.DataFrame, settings: RenderS
 
 
 def _renders_complete(index: pd.DataFrame, selected: pd.DataFrame, settings: RenderSettings) -> dg.AssetCheckResult:
-    """Reads every image's PNG header, so a missing or wrong-size file fails the check."""
+    """Decodes every image whole, so a missing, truncated or wrong-size file fails the check."""
     size = (settings.size, settings.size)
-    present = {(row.id, row.view) for row in index.itertuples() if png_size(Path(row.image)) == size}
+    present = {(row.id, row.view) for row in index.itertuples() if decoded_size(Path(row.image)) == size}
     missing = [f"{model_id} {name}" for model_id in selected.id for name in settings.image_names if (model_id, name) not in present]
     return dg.AssetCheckResult(
         check_name="renders_complete",

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import struct
+import zlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -19,15 +20,16 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
+from PIL import Image
+
 from cad_pipeline.cad.build import OCC_ERRORS, build_solid
 from cad_pipeline.cad.deepcad_json import read_bytes, read_model_file
 from cad_pipeline.cad.errors import ModelError
-from cad_pipeline.files import atomic_write_bytes
 from cad_pipeline.options import SettingError
 from cad_pipeline.parallel import Isolated, map_in_sandboxes
 from cad_pipeline.render.drawing import LineStyle, draw_grid, draw_views, encode_png
 from cad_pipeline.render.views import parse_views
-from cad_pipeline.store import code_version, store_path
+from cad_pipeline.store import DamagedEntry, code_version, read_sealed, store_path, write_sealed
 
 
 LAYOUTS = ("per_view", "grid")
@@ -75,6 +77,8 @@ class RenderOutcome:
     reason: str | None
     images: dict[str, str]
     """View name -> PNG path in the store."""
+    repaired: tuple[str, ...] = ()
+    """Damaged stored images this drawing replaced: each path and what was wrong."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ class BatchResult:
     @property
     def failed_by_reason(self) -> dict[str, int]:
         return dict(Counter(o.reason_code for o in self.outcomes if o.status == "failed").most_common())
+
+    @property
+    def repaired(self) -> list[str]:
+        return [damage for outcome in self.outcomes for damage in outcome.repaired]
 
     @property
     def models_per_minute(self) -> float:
@@ -136,17 +144,29 @@ def render_one(job: tuple[str, str, RenderSettings, str]) -> RenderOutcome:
     key = hashlib.sha256(raw).hexdigest()
     version = settings.version()
     images = {name: str(store_path(Path(store), "renders", version, key, f"_{name}.png")) for name in settings.image_names}
-    if all(Path(image).is_file() for image in images.values()):
+    missing, damaged = _verified(images.values())
+    if not missing and not damaged:
         return RenderOutcome(model_id, "reused", None, None, images)
     try:
         drawings = _draw(build_solid(read_bytes(raw, model_id)), settings)
     except ModelError as error:
-        return RenderOutcome(model_id, "failed", error.code, error.message, {})
+        return RenderOutcome(model_id, "failed", error.code, error.message, {}, damaged)
     except OCC_ERRORS as error:
-        return RenderOutcome(model_id, "failed", "occ_failure", f"OpenCASCADE failed while drawing: {error}", {})
+        return RenderOutcome(model_id, "failed", "occ_failure", f"OpenCASCADE failed while drawing: {error}", {}, damaged)
     for name, image in drawings.items():
-        atomic_write_bytes(Path(images[name]), encode_png(image))
-    return RenderOutcome(model_id, "rendered", None, None, images)
+        write_sealed(Path(images[name]), encode_png(image))
+    return RenderOutcome(model_id, "rendered", None, None, images, damaged)
+
+
+def _verified(images: Iterable[str]) -> tuple[int, tuple[str, ...]]:
+    """(images never made, damaged ones with what is wrong), each checked against its seal."""
+    missing, damaged = 0, []
+    for image in images:
+        try:
+            missing += read_sealed(Path(image)) is None
+        except DamagedEntry as error:
+            damaged.append(str(error))
+    return missing, tuple(damaged)
 
 
 def _draw(shape, settings: RenderSettings) -> dict:
@@ -164,16 +184,15 @@ def _settings_version(settings: RenderSettings) -> str:
     return digest.hexdigest()[:16]
 
 
-def png_size(path: Path) -> tuple[int, int] | None:
-    """Width and height from a PNG's header, or None when the file is missing or no PNG."""
+def decoded_size(path: Path) -> tuple[int, int] | None:
+    """Width and height of a PNG decoded whole, or None when the file is missing, truncated or not an image: a
+    header alone says nothing about the pixels after it."""
     try:
-        with Path(path).open("rb") as stream:
-            header = stream.read(24)
-    except OSError:
+        with Image.open(path) as image:
+            image.load()
+            return image.size
+    except (OSError, SyntaxError, ValueError, struct.error, zlib.error, Image.DecompressionBombError):
         return None
-    if header[:8] != b"\x89PNG\r\n\x1a\n":
-        return None
-    return struct.unpack(">II", header[16:24])
 
 
 def image_file_name(model_id: str, view: str) -> str:

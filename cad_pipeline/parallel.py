@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl option: the signal this process gets when its parent ends."""
 
 
 def available_cores() -> int:
@@ -27,7 +33,25 @@ def process_pool(workers: int = 0) -> ProcessPoolExecutor:
     hold threads and locks that a forked child would inherit in an unusable state, and a crash in
     OpenCASCADE then stays inside a worker.
     """
-    return ProcessPoolExecutor(max_workers=workers or available_cores(), mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=workers or available_cores(),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when `parent` ends, however it ends (kill -9 included), so no worker outlives
+    the run and goes on writing. Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op. A parent already gone before
+    the request took effect ends this process at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 @contextmanager
@@ -127,8 +151,10 @@ class Sandbox:
     def _start(self) -> None:
         self._connection, child_end = multiprocessing.Pipe(duplex=True)
         self._exit_code: int | None = None
+        parent = os.getpid()
         self._pid = os.fork()
         if self._pid == 0:
+            die_with_parent(parent)
             self._connection.close()
             _serve(self._function, child_end)
         child_end.close()

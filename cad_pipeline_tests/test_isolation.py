@@ -1,6 +1,10 @@
-"""Per-model isolation: a model that hangs or crashes native code costs one result, never the batch."""
+"""Per-model isolation: a model that hangs or crashes native code costs one result, never the batch; and no worker
+outlives the process that started it."""
 
 import ctypes
+import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -100,3 +104,55 @@ def test_unknown_executor_or_missing_address_is_a_clear_error():
     with pytest.raises(ValueError, match="'local' or 'dask'"):
         with parallel.per_model_executor("ray"):
             pass
+
+
+SLOW_WORK = '''
+import sys
+import time
+
+from cad_pipeline.parallel import map_in_sandboxes, process_pool
+
+
+def slow(item):
+    time.sleep(120)
+    return item
+
+
+def failed(job, isolated):
+    return None
+
+
+if __name__ == "__main__":
+    with process_pool(2) as pool:
+        map_in_sandboxes(pool, slow, list(range(4)), failed, 300.0, 1)
+'''
+
+
+def test_pool_workers_and_their_sandboxes_die_within_seconds_of_a_killed_parent(tmp_path):
+    """kill -9 of the process that owns the pool: neither its workers nor their sandboxes live on (they would go on
+    building and writing, and hold a gigabyte between them)."""
+    import psutil
+
+    (tmp_path / "slow_work.py").write_text(SLOW_WORK)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "slow_work.py")], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            descendants = psutil.Process(parent.pid).children(recursive=True)
+            if sum(bool(child.children()) for child in psutil.Process(parent.pid).children()) == 2:  # two workers, each with its sandbox
+                descendants = psutil.Process(parent.pid).children(recursive=True)
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the pool and its sandboxes did not start: {descendants}")
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    alive = descendants
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.1)
+    for process in alive:
+        process.kill()
+    assert not alive, f"still running 10 s after their parent was killed: {alive}"

@@ -255,9 +255,10 @@ def _evaluation_config(args):
 
 def _partition_dir(args) -> Path:
     from cad_pipeline.defs.resources import settings_from_environment
+    from cad_pipeline.partition import TRAIN_JSON
 
     folder = args.partition if args.partition else settings_from_environment().partition_dir(args.scale)
-    if not (folder / "train.json").is_file():
+    if not (folder / TRAIN_JSON).is_file():
         raise UsageError(f"{folder} has no train.json: materialize `conversations` for that scale first (make run does 1k)")
     return folder
 

@@ -16,7 +16,7 @@ from cad_pipeline.cad.errors import ModelError
 from cad_pipeline.cad.openecad.writer import write_code
 from cad_pipeline.dataset.conversations import conversation
 from cad_pipeline.dataset.corpus import model_path
-from cad_pipeline.dataset.subset import MANIFEST
+from cad_pipeline.partition import MANIFEST
 from cad_pipeline.evaluate.code_scores import curve_accuracy, extract_code, loop_accuracy
 from cad_pipeline.evaluate.evaluation import (
     ADAPTER,

@@ -5,6 +5,8 @@ import json
 import os
 import re
 import struct
+import subprocess
+import sys
 
 import dagster as dg
 import pandas as pd
@@ -15,6 +17,7 @@ from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.failures import failed_share_check
 from cad_pipeline.defs.render import rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
+from cad_pipeline.partition import PartitionBusy, PartitionFolder
 from cad_pipeline.render.batch import decoded_size
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -118,3 +121,66 @@ def test_damaged_stored_answers_are_rebuilt_so_train_json_ships_the_true_code(tm
     again = dg.materialize([conversations], resources={"settings": settings}, partition_key="full")
     assert again.success and _repaired(again, "conversations") == {"answers": 2}
     assert train_json.read_text() == shipped
+
+
+KILLED_WRITER = '''
+import sys
+import time
+from pathlib import Path
+
+from cad_pipeline.dataset.conversations import ConversationSet, publish_conversations
+from cad_pipeline.partition import PartitionFolder
+
+root, image = Path(sys.argv[1]), sys.argv[2]
+
+
+def images():
+    for index in range(1000):
+        if index == 5:
+            print("writing", flush=True)
+            time.sleep(60)  # killed here, half way through the new generation
+        yield (f"m{index}", "front", image)
+
+
+result = ConversationSet(train=[{"id": "m0_front", "image": "m0_front.png"}], train_models={f"m{i}" for i in range(1000)})
+with PartitionFolder(root).writing("conversations"):
+    publish_conversations(PartitionFolder(root), result, images())
+'''
+
+
+def _data_is_whole(partition: PartitionFolder) -> list:
+    """The records of train.json and val.json, once every image they name is there."""
+    records = json.loads(partition.train_json.read_text()) + json.loads(partition.val_json.read_text())
+    assert all(decoded_size(partition.images / record["image"]) for record in records)
+    return records
+
+
+def test_a_writer_killed_while_publishing_leaves_the_previous_data_whole_and_the_next_one_cleans_up(tmp_path):
+    settings = PipelineSettings(data_root=str(tmp_path), sample_models=30, workers=1)
+    assert dg.materialize([deepcad_corpus, cad_subset, rendered_views, conversations], resources={"settings": settings}, partition_key="full").success
+    partition = PartitionFolder(tmp_path / "partitions" / "full")
+    before = _data_is_whole(partition)
+    image = str(sorted(partition.images.iterdir())[0].resolve())
+    (tmp_path / "killed_writer.py").write_text(KILLED_WRITER)
+    writer = subprocess.Popen([sys.executable, str(tmp_path / "killed_writer.py"), str(partition.root), image], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    with pytest.raises(PartitionBusy, match=rf"conversations of scale full .* is being written by pid {writer.pid} on "):
+        with partition.writing("conversations"):
+            pass
+    writer.kill()
+    writer.wait()
+    assert _data_is_whole(partition) == before
+    assert len(list((partition.root / ".conversations").iterdir())) == 3, "current, its generation, the killed one's"
+    again = dg.materialize([conversations], resources={"settings": settings}, partition_key="full")
+    assert again.success and _data_is_whole(partition) == before
+    assert len(list((partition.root / ".conversations").iterdir())) == 2, "the killed writer's half is gone"
+
+
+def test_a_second_materialization_of_a_partition_being_written_fails_naming_the_holder(tmp_path):
+    settings = PipelineSettings(data_root=str(tmp_path), sample_models=30, workers=1)
+    assert dg.materialize([deepcad_corpus, cad_subset], resources={"settings": settings}, partition_key="full").success
+    with PartitionFolder(tmp_path / "partitions" / "full").writing("rendered_views"):
+        busy = dg.materialize([rendered_views], resources={"settings": settings}, partition_key="full", raise_on_error=False)
+    assert not busy.success
+    assert re.search(rf"rendered_views of scale full .* is being written by pid {os.getpid()} on .* since ", _failure_message(busy))
+    assert dg.materialize([rendered_views], resources={"settings": settings}, partition_key="full").success

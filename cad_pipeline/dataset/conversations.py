@@ -8,13 +8,17 @@ followed by the code in a python block, as OpenECAD's `json2dataset.py` writes t
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cad_pipeline.dataset.answers import CodeAnswer
 from cad_pipeline.dataset.tokens import TokenCounter
-from cad_pipeline.render.batch import image_file_name
+from cad_pipeline.files import atomic_write_bytes
+from cad_pipeline.partition import IMAGES, TRAIN_JSON, VAL_JSON, PartitionFolder
+from cad_pipeline.render.batch import image_file_name, link_images
 
 IMAGE_PLACEHOLDER = "<image>\n"
 QUESTIONS = {
@@ -118,6 +122,16 @@ def build_conversations(
             records.append(conversation(name.removesuffix(".png"), name, layout, answer.code))
             result.text_tokens[records[-1]["id"]] = question_tokens + count
     return result
+
+
+def publish_conversations(partition: PartitionFolder, result: ConversationSet, images: Iterable[tuple[str, str, str]]) -> None:
+    """train.json, val.json and images/ (the kept models' (id, view, store path) images, readable names linked to
+    the store) as one new generation of the partition's data, published whole."""
+    kept = result.train_models | result.val_models
+    with partition.new_data() as folder:
+        link_images((image for image in images if image[0] in kept), folder / IMAGES)
+        for name, records in ((TRAIN_JSON, result.train), (VAL_JSON, result.val)):
+            atomic_write_bytes(folder / name, json.dumps(records, indent=1).encode())
 
 
 def format_problems(records: list[dict]) -> list[str]:

@@ -26,7 +26,6 @@ from cad_pipeline.dataset.scales import validation_target
 from cad_pipeline.files import atomic_write_parquet
 from cad_pipeline.store import DamagedEntry, read_sealed, store_path, write_sealed
 
-MANIFEST = "manifest.parquet"
 """Each partition's table of its models: split, order, whether selected, why invalid, measurements."""
 MANIFEST_COLUMNS = [
     "id", "split", "order", "selected", "valid", "reason_code", "reason", "n_extrudes", "n_curves", "volume", "area",

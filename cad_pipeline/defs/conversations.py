@@ -1,7 +1,6 @@
 """Conversations: TinyLLaVA train.json / val.json whose answers are OpenECAD v2 code proven to rebuild each model."""
 
 import json
-import shutil
 import time
 from collections import defaultdict
 
@@ -11,18 +10,17 @@ import pydantic
 
 from cad_pipeline.cad.measure import Measurements
 from cad_pipeline.dataset.answers import code_answers
-from cad_pipeline.dataset.conversations import ConversationSet, build_conversations, format_problems
+from cad_pipeline.dataset.conversations import ConversationSet, build_conversations, format_problems, publish_conversations
 from cad_pipeline.dataset.corpus import model_path
 from cad_pipeline.dataset.tokens import OPENECAD_TOKENIZER, open_token_counter
-from cad_pipeline.defs.data import MANIFEST, OWNERS
+from cad_pipeline.defs.data import OWNERS
 from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output, store_repairs
-from cad_pipeline.defs.partitions import scale_partitions
-from cad_pipeline.defs.render import RENDER_INDEX, rendered_views
+from cad_pipeline.defs.partitions import scale_partitions, writes_partition
+from cad_pipeline.defs.render import rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
-from cad_pipeline.files import atomic_write_bytes
-from cad_pipeline.render.batch import decoded_size, link_images
+from cad_pipeline.partition import PartitionFolder
+from cad_pipeline.render.batch import decoded_size
 
-IMAGE_FOLDER = "images"
 CHECKS = {
     "round_trip": "Every selected model's code, read back by the safe interpreter, rebuilds its solid (volume and bbox).",
     "format_valid": "train.json and val.json are TinyLLaVA records: id, image, human turn with <image> first, then the code answer.",
@@ -68,12 +66,13 @@ class ConversationConfig(dg.Config):
         "safe interpreter), and images/ with readable names linked to the render store."
     ),
 )
+@writes_partition
 def conversations(context: dg.AssetExecutionContext, config: ConversationConfig, settings: PipelineSettings) -> dg.MaterializeResult:
     started = time.perf_counter()
-    folder = settings.partition_dir(context.partition_key)
-    manifest = pd.read_parquet(folder / MANIFEST)
+    partition = PartitionFolder(settings.partition_dir(context.partition_key))
+    manifest = pd.read_parquet(partition.manifest)
     selected = manifest[manifest.selected]
-    renders = pd.read_parquet(folder / RENDER_INDEX)
+    renders = pd.read_parquet(partition.render_index)
     files = {model_id: model_path(settings.corpus_path, model_id) for model_id in selected.id}
     with settings.open_executor() as executor:
         answers = code_answers(files, _direct_measurements(selected), settings.store_path, executor, settings.model_timeout)
@@ -90,12 +89,7 @@ def conversations(context: dg.AssetExecutionContext, config: ConversationConfig,
         config.token_budget,
     )
     require_output(len(result.train), "training sample", result.dropped_by_reason)
-    image_folder = folder / IMAGE_FOLDER
-    shutil.rmtree(image_folder, ignore_errors=True)
-    kept = result.train_models | result.val_models
-    link_images(((row.id, row.view, row.image) for row in renders.itertuples() if row.id in kept), image_folder)
-    for name, records in (("train.json", result.train), ("val.json", result.val)):
-        atomic_write_bytes(folder / name, json.dumps(records, indent=1).encode())
+    publish_conversations(partition, result, ((row.id, row.view, row.image) for row in renders.itertuples()))
     failed = answers.failed_round_trip
     context.log.info(
         f"{context.partition_key}: {len(result.train):,} train and {len(result.val):,} val samples, "
@@ -104,12 +98,12 @@ def conversations(context: dg.AssetExecutionContext, config: ConversationConfig,
     expected_size = int(renders["size"].iloc[0]) if len(renders) else 0
     return dg.MaterializeResult(
         metadata={
-            "train_json": dg.MetadataValue.path(str((folder / "train.json").resolve())),
-            "val_json": dg.MetadataValue.path(str((folder / "val.json").resolve())),
-            "image_folder": dg.MetadataValue.path(str(image_folder.resolve())),
+            "train_json": dg.MetadataValue.path(str(partition.train_json.absolute())),
+            "val_json": dg.MetadataValue.path(str(partition.val_json.absolute())),
+            "image_folder": dg.MetadataValue.path(str(partition.images.absolute())),
             "train_samples": len(result.train),
             "val_samples": len(result.val),
-            "models": len(kept),
+            "models": len(result.train_models | result.val_models),
             "dropped_models": sum(result.dropped_by_reason.values()),
             "dropped_by_reason": dg.MetadataValue.json(result.dropped_by_reason),
             "answers_written": len(answers.answers) - answers.reused,
@@ -134,7 +128,7 @@ def conversations(context: dg.AssetExecutionContext, config: ConversationConfig,
                 },
             ),
             _format_check(result),
-            _images_check(result, image_folder, expected_size),
+            _images_check(result, partition.images, expected_size),
             dg.AssetCheckResult(
                 check_name="no_split_leak",
                 passed=not (result.train_models & result.val_models),
@@ -173,7 +167,7 @@ def _format_check(result: ConversationSet) -> dg.AssetCheckResult:
 
 
 def _images_check(result: ConversationSet, image_folder, size: int) -> dg.AssetCheckResult:
-    """Reads every referenced image's PNG header, so a missing or wrong-size file fails the check."""
+    """Decodes every referenced image whole, so a missing, truncated or wrong-size file fails the check."""
     bad = [record["image"] for record in result.train + result.val if decoded_size(image_folder / record["image"]) != (size, size)]
     return dg.AssetCheckResult(
         check_name="images_present",

@@ -7,10 +7,11 @@ import pandas as pd
 
 from cad_pipeline.dataset.corpus import Corpus, CorpusError, open_or_generate
 from cad_pipeline.dataset.scales import scale_size, validation_target
-from cad_pipeline.dataset.subset import MANIFEST, ScaleTooLarge, SubsetResult, select_subset, write_manifest
+from cad_pipeline.dataset.subset import ScaleTooLarge, SubsetResult, select_subset, write_manifest
 from cad_pipeline.defs.failures import store_repairs
-from cad_pipeline.defs.partitions import scale_partitions
+from cad_pipeline.defs.partitions import scale_partitions, writes_partition
 from cad_pipeline.defs.resources import PipelineSettings
+from cad_pipeline.partition import MANIFEST
 
 OWNERS = ["team:cad-data"]
 
@@ -68,6 +69,7 @@ def deepcad_corpus(context: dg.AssetExecutionContext, settings: PipelineSettings
         "are skipped and listed with their reason in the manifest (parquet)."
     ),
 )
+@writes_partition
 def cad_subset(context: dg.AssetExecutionContext, settings: PipelineSettings) -> dg.MaterializeResult:
     scale = context.partition_key
     corpus, _ = _open_corpus(settings)

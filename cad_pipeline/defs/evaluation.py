@@ -6,11 +6,12 @@ import math
 import dagster as dg
 
 from cad_pipeline.defs.config_fields import config_class
-from cad_pipeline.defs.partitions import scale_partitions
+from cad_pipeline.defs.partitions import scale_partitions, writes_partition
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
-from cad_pipeline.defs.training import ADAPTER_FOLDER, USES_IMAGE_DESCRIPTION, image_use_metadata, lora_adapter, uses_image_check
+from cad_pipeline.defs.training import USES_IMAGE_DESCRIPTION, image_use_metadata, lora_adapter, uses_image_check
 from cad_pipeline.evaluate.config import EvaluationConfig
 from cad_pipeline.options import from_values
+from cad_pipeline.partition import ADAPTER
 
 HEADLINE = ("invalid_ratio_pct", "command_accuracy_pct", "parameter_accuracy_pct", "chamfer_deepcad_median_x1e3", "chamfer_cad_recode_mean_x1e3", "iou_mean_pct")
 
@@ -44,6 +45,7 @@ EvaluationSettings = config_class(
         "run, and a gallery of the best, median and worst samples."
     ),
 )
+@writes_partition
 def evaluation(context: dg.AssetExecutionContext, config: EvaluationSettings, settings: PipelineSettings, mlflow: MlflowSettings) -> dg.MaterializeResult:
     from cad_pipeline.evaluate.evaluation import ADAPTER, EVALUATION_FOLDER, SAMPLES_FILE, evaluate_adapter  # torch and mlflow load only when the asset runs
     from cad_pipeline.train.run import ADAPTER_NAME
@@ -54,7 +56,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationSettings, se
     tags = {"dagster_run_id": context.run.run_id, "partition": scale, "asset": "evaluation"}
     with settings.open_executor() as executor:
         result = evaluate_adapter(
-            folder / ADAPTER_FOLDER / ADAPTER_NAME, folder, settings.corpus_path, options, executor, mlflow.tracking(settings),
+            folder / ADAPTER / ADAPTER_NAME, folder, settings.corpus_path, options, executor, mlflow.tracking(settings),
             f"evaluation[{scale}]", tags, folder / EVALUATION_FOLDER, context.log.info,
         )  # fmt: skip
     adapter = result.aggregates[ADAPTER]

@@ -10,15 +10,15 @@ import pydantic
 from PIL import Image
 
 from cad_pipeline.dataset.corpus import model_path
-from cad_pipeline.defs.data import MANIFEST, OWNERS, cad_subset
+from cad_pipeline.defs.data import OWNERS, cad_subset
 from cad_pipeline.defs.failures import DEFAULT_MAX_FAILED_SHARE, failed_share_check, failed_share_spec, require_output, store_repairs
-from cad_pipeline.defs.partitions import scale_partitions
+from cad_pipeline.defs.partitions import scale_partitions, writes_partition
 from cad_pipeline.defs.resources import PipelineSettings
 from cad_pipeline.files import atomic_write_parquet
+from cad_pipeline.partition import MANIFEST, RENDER_INDEX
 from cad_pipeline.render.batch import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, BatchResult, RenderSettings, decoded_size, render_models
 from cad_pipeline.render.gallery import contact_sheet
 
-RENDER_INDEX = "renders.parquet"
 GALLERY_MODELS = 4
 
 
@@ -53,6 +53,7 @@ class RenderConfig(dg.Config):
         "render settings and the renderer version, so a larger scale renders only its new models."
     ),
 )
+@writes_partition
 def rendered_views(context: dg.AssetExecutionContext, config: RenderConfig, settings: PipelineSettings) -> dg.MaterializeResult:
     scale = context.partition_key
     render_settings = RenderSettings(views=tuple(config.views), size=config.size, layout=config.layout, style=config.style)

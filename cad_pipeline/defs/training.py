@@ -13,14 +13,13 @@ import pydantic
 
 from cad_pipeline.defs.config_fields import config_class
 from cad_pipeline.defs.conversations import conversations
-from cad_pipeline.defs.partitions import scale_partitions
+from cad_pipeline.defs.partitions import scale_partitions, writes_partition
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.options import from_values
+from cad_pipeline.partition import ADAPTER, PLAN
 from cad_pipeline.train.config import TrainConfig
 
 TRAINING_OWNERS = ["team:cad-training"]
-PLAN_FILE = "training_plan.json"
-ADAPTER_FOLDER = "lora_adapter"
 REPORT_EVERY = 10
 USES_IMAGE_DESCRIPTION = (
     "The model reads its picture: on the validation samples, the loss with images shuffled among the samples (same "
@@ -52,6 +51,7 @@ class PlanConfig(TrainingConfig):
         "the batch / accumulation / length / checkpointing configurations that fit the device's memory."
     ),
 )
+@writes_partition
 def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, settings: PipelineSettings) -> dg.MaterializeResult:
     from cad_pipeline.train.plan import plan_partition
 
@@ -62,12 +62,12 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     plan = plan_partition(
         options, folder, settings.corpus_path, scale, config.measure_steps, config.warmup_steps, config.memory_budget_gib * 2**30, settings.workers
     )
-    (folder / PLAN_FILE).write_text(json.dumps(plan.to_json(options), indent=1))
+    (folder / PLAN).write_text(json.dumps(plan.to_json(options), indent=1))
     projections, memory = plan.markdown()
     this, measurement = plan.projections[0], plan.measurement
     return dg.MaterializeResult(
         metadata={
-            "plan": dg.MetadataValue.path(str((folder / PLAN_FILE).resolve())),
+            "plan": dg.MetadataValue.path(str((folder / PLAN).resolve())),
             "seconds_per_step": round(measurement.seconds_per_step, 4),
             "real_tokens_per_second": round(measurement.real_tokens_per_second, 1),
             "peak_memory_gib": round(measurement.peak_memory_bytes / 2**30, 3),
@@ -104,6 +104,7 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
         "memory, validation loss, the best validation point, and the saved model, tokenizer, config and loss curve."
     ),
 )
+@writes_partition
 def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, settings: PipelineSettings, mlflow: MlflowSettings) -> dg.MaterializeResult:
     from cad_pipeline.train.run import run_training
 
@@ -116,7 +117,7 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
         if record.step % REPORT_EVERY == 0:
             context.log.info(f"step {record.step}: loss {record.loss:.4f}, {record.real_tokens_per_second:,.0f} real tokens/s")
 
-    run = run_training(options, folder, folder / ADAPTER_FOLDER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags, report)
+    run = run_training(options, folder, folder / ADAPTER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags, report)
     before, after = run.validation_before_and_after
     steps = run.state.steps
     context.log.info(
@@ -179,7 +180,7 @@ def uses_image_check(image_use, answer_share: float | None) -> dg.AssetCheckResu
 
 def _plan_comparison(folder: Path, scale: str, steps) -> dict:
     """The plan's projected time for this run next to the time its optimizer steps took, when a plan exists."""
-    path = folder / PLAN_FILE
+    path = folder / PLAN
     if not path.is_file():
         return {}
     projected = next((p["run_seconds"] for p in json.loads(path.read_text())["projections"] if p["scale"] == scale), None)

@@ -24,7 +24,6 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from cad_pipeline.dataset.corpus import model_path
-from cad_pipeline.dataset.subset import MANIFEST
 from cad_pipeline.evaluate.answers import ANSWERS_FILE, AnswersFile, generation_fingerprint
 from cad_pipeline.evaluate.code_scores import extract_code
 from cad_pipeline.evaluate.config import EvaluationConfig
@@ -33,13 +32,13 @@ from cad_pipeline.evaluate.generate import END_TOKEN, TIME, TOKEN_LIMIT, Answer,
 from cad_pipeline.evaluate.score import PROTOCOLS, SampleScore, ScoreJob, score_job, score_job_failed
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.parallel import map_in_sandboxes
+from cad_pipeline.partition import IMAGES, MANIFEST, VAL_JSON
 from cad_pipeline.render.batch import image_owner
 from cad_pipeline.train.data import first_views_first, prepare_samples, question_and_answer, read_records
 from cad_pipeline.train.image_use import ImageUse, distinct_answer_share, measure_image_use, model_of_image
 from cad_pipeline.train.loop import validation_loss
 from cad_pipeline.train.model import TrainedModel, load_trained
 from cad_pipeline.train.run import RUN_FILE
-from cad_pipeline.train.session import IMAGE_FOLDER
 from cad_pipeline.train.tracking import Tracking
 
 ADAPTER, BASE = "adapter", "base"
@@ -131,7 +130,7 @@ class EvaluationResult:
 def evaluation_samples(partition_dir: Path, corpus_root: Path, limit: int) -> list[EvaluationSample]:
     """The partition's validation samples, at most `limit` (0: all), taken across models: every model's first view
     before any model's second, so a small limit still covers many models."""
-    records = read_records(partition_dir / "val.json")
+    records = read_records(partition_dir / VAL_JSON)
     manifest = pd.read_parquet(partition_dir / MANIFEST)
     owner = image_owner(manifest[manifest.selected].id)
     chosen = []
@@ -169,7 +168,7 @@ def evaluate_adapter(
     stored = AnswersFile(out_dir / ANSWERS_FILE, generation_fingerprint(adapter_dir, config))
     if stored.restarted:
         log(f"{stored.path} was written for another adapter or other generation settings: started anew")
-    answers, losses, seconds, image_use = generate(load_trained(adapter_dir), samples, partition_dir / IMAGE_FOLDER, config, variants, log, stored)
+    answers, losses, seconds, image_use = generate(load_trained(adapter_dir), samples, partition_dir / IMAGES, config, variants, log, stored)
     cut = {variant: [sample.id for sample, answer in zip(samples, answers[variant], strict=True) if answer is None] for variant in variants}
     answered = [(sample.model_id, answer.text) for sample, answer in zip(samples, answers[ADAPTER]) if answer is not None]
     answer_share = distinct_answer_share([text for _, text in answered], [model for model, _ in answered])

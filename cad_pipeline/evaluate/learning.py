@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from cad_pipeline.evaluate.config import EvaluationConfig
 from cad_pipeline.evaluate.evaluation import ADAPTER, CUT, EVALUATION_FOLDER, SAMPLES_FILE, evaluate_adapter
+from cad_pipeline.partition import TRAIN_JSON
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import read_records
 from cad_pipeline.train.image_use import ImageUse
@@ -175,7 +176,7 @@ def learn_benchmark(
     """Train for `minutes` with the user's settings (`given`), evaluate `samples` validation models, and log the
     headline figures on the training run. `log` takes the evaluation's progress lines."""
     evaluation_config = learning_evaluation_config(minutes, samples, max_new_tokens, generation_batch_size)
-    config = learning_train_config(given, minutes, len(read_records(partition_dir / "train.json")))
+    config = learning_train_config(given, minutes, len(read_records(partition_dir / TRAIN_JSON)))
     out_dir = partition_dir / BENCH_FOLDER
     tags = {**tags, "bench": "learn"}
     training = run_training(config, partition_dir, out_dir, tracking, f"bench learn {partition_dir.name}", tags)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from cad_pipeline.partition import TRAIN_JSON
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
 from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_samples, read_records
 from cad_pipeline.train.flops import flop_model
@@ -69,7 +70,7 @@ def compare_with_trainer(
     folder or a preset (rebuilt from the same seed)."""
     if threads:
         torch.set_num_threads(threads)
-    records = read_records(partition_dir / "train.json")
+    records = read_records(partition_dir / TRAIN_JSON)
     random.Random(0).shuffle(records)
     records = records[:samples]
     if base_model == "tiny":

@@ -22,7 +22,7 @@ import torch
 from cad_pipeline.bench import render_rate
 from cad_pipeline.dataset.corpus import Corpus, model_path
 from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_models, planned_scales
-from cad_pipeline.dataset.subset import MANIFEST
+from cad_pipeline.partition import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, answer_targets, make_optimizer, optimizer_step, plan_steps, prefetched_batches

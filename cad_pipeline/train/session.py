@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 
+from cad_pipeline.partition import IMAGES, TRAIN_JSON, VAL_JSON
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
 from cad_pipeline.train.data import SampleSet, conversation_texts, first_views_first, prepare_samples, read_records
 from cad_pipeline.train.image_use import model_of_image
 from cad_pipeline.train.model import BaseModel, flash_attention_available, load_base_model, make_trainable, resolved_max_length
 
-IMAGE_FOLDER = "images"
 
 
 @dataclass
@@ -34,21 +34,21 @@ class TrainingSession:
 def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> TrainingSession:
     """The tiny base model's tokenizer learns from the train texts only, so validation stays unseen; the session's
     config has `max_length` resolved (the model's context when 0)."""
-    for name in ("train.json", "val.json"):
+    for name in (TRAIN_JSON, VAL_JSON):
         if not (partition_dir / name).is_file():
             raise FileNotFoundError(f"{partition_dir / name} is missing: materialize `conversations` for this scale first")
     if config.threads:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    train_records = read_records(partition_dir / "train.json")
-    val_records = read_records(partition_dir / "val.json")
+    train_records = read_records(partition_dir / TRAIN_JSON)
+    val_records = read_records(partition_dir / VAL_JSON)
     if config.validation_samples:
         val_records = first_views_first(val_records, lambda record: model_of_image(Path(record["image"])))[: config.validation_samples]
     base = load_base_model(config, device, dtype, work_dir, conversation_texts(train_records))
     config = resolved_max_length(config, base.model)
     model = make_trainable(base.model, config)
-    images = partition_dir / IMAGE_FOLDER
+    images = partition_dir / IMAGES
     train = prepare_samples(train_records, images, base.processor, config.max_length)
     val = prepare_samples(val_records, images, base.processor, config.max_length)
     if not train.samples:

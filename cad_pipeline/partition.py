@@ -25,8 +25,8 @@ TRAIN_JSON = "train.json"
 VAL_JSON = "val.json"
 IMAGES = "images"
 PLAN = "training_plan.json"
-ADAPTER = "lora_adapter"
-EVALUATION = "evaluation"
+ADAPTER_FOLDER = "lora_adapter"
+EVALUATION_FOLDER = "evaluation"
 GENERATIONS = ".conversations"
 CURRENT = "current"
 DATA_NAMES = (TRAIN_JSON, VAL_JSON, IMAGES)
@@ -70,11 +70,11 @@ class PartitionFolder:
 
     @property
     def adapter(self) -> Path:
-        return self.root / ADAPTER
+        return self.root / ADAPTER_FOLDER
 
     @property
     def evaluation(self) -> Path:
-        return self.root / EVALUATION
+        return self.root / EVALUATION_FOLDER
 
     @contextmanager
     def writing(self, step: str) -> Iterator[None]:

@@ -11,7 +11,7 @@ from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.defs.training import USES_IMAGE_DESCRIPTION, image_use_metadata, lora_adapter, uses_image_check
 from cad_pipeline.evaluate.config import EvaluationConfig
 from cad_pipeline.options import from_values
-from cad_pipeline.partition import ADAPTER
+from cad_pipeline.partition import ADAPTER_FOLDER
 
 HEADLINE = ("invalid_ratio_pct", "command_accuracy_pct", "parameter_accuracy_pct", "chamfer_deepcad_median_x1e3", "chamfer_cad_recode_mean_x1e3", "iou_mean_pct")
 
@@ -56,7 +56,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationSettings, se
     tags = {"dagster_run_id": context.run.run_id, "partition": scale, "asset": "evaluation"}
     with settings.open_executor() as executor:
         result = evaluate_adapter(
-            folder / ADAPTER / ADAPTER_NAME, folder, settings.corpus_path, options, executor, mlflow.tracking(settings),
+            folder / ADAPTER_FOLDER / ADAPTER_NAME, folder, settings.corpus_path, options, executor, mlflow.tracking(settings),
             f"evaluation[{scale}]", tags, folder / EVALUATION_FOLDER, context.log.info,
         )  # fmt: skip
     adapter = result.aggregates[ADAPTER]

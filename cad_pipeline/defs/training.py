@@ -16,7 +16,7 @@ from cad_pipeline.defs.conversations import conversations
 from cad_pipeline.defs.partitions import scale_partitions, writes_partition
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
 from cad_pipeline.options import from_values
-from cad_pipeline.partition import ADAPTER, PLAN
+from cad_pipeline.partition import ADAPTER_FOLDER, PLAN
 from cad_pipeline.train.config import TrainConfig
 
 TRAINING_OWNERS = ["team:cad-training"]
@@ -117,7 +117,7 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
         if record.step % REPORT_EVERY == 0:
             context.log.info(f"step {record.step}: loss {record.loss:.4f}, {record.real_tokens_per_second:,.0f} real tokens/s")
 
-    run = run_training(options, folder, folder / ADAPTER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags, report)
+    run = run_training(options, folder, folder / ADAPTER_FOLDER, mlflow.tracking(settings), f"lora_adapter[{scale}]", tags, report)
     before, after = run.validation_before_and_after
     steps = run.state.steps
     context.log.info(

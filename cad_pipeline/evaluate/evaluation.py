@@ -32,7 +32,7 @@ from cad_pipeline.evaluate.generate import END_TOKEN, TIME, TOKEN_LIMIT, Answer,
 from cad_pipeline.evaluate.score import PROTOCOLS, SampleScore, ScoreJob, score_job, score_job_failed
 from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
 from cad_pipeline.parallel import map_in_sandboxes
-from cad_pipeline.partition import IMAGES, MANIFEST, VAL_JSON
+from cad_pipeline.partition import EVALUATION_FOLDER, IMAGES, MANIFEST, VAL_JSON
 from cad_pipeline.render.batch import image_owner
 from cad_pipeline.train.data import first_views_first, prepare_samples, question_and_answer, read_records
 from cad_pipeline.train.image_use import ImageUse, distinct_answer_share, measure_image_use, model_of_image
@@ -42,8 +42,6 @@ from cad_pipeline.train.run import RUN_FILE
 from cad_pipeline.train.tracking import Tracking
 
 ADAPTER, BASE = "adapter", "base"
-EVALUATION_FOLDER = "evaluation"
-"""Where a partition keeps its evaluation: the per-sample table, the aggregates and the gallery."""
 SAMPLES_FILE = "samples.parquet"
 AGGREGATES_FILE = "aggregates.json"
 GALLERY_FILE = "gallery.png"

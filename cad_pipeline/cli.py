@@ -253,6 +253,20 @@ def _evaluation_config(args):
     return from_values(EvaluationConfig, args)
 
 
+def _instance(home: Path):
+    """The Dagster instance at `home`, created under a lock: two first runs on a fresh home would both create and
+    migrate its sqlite storage, and leave it broken (two alembic heads)."""
+    import fcntl
+
+    import dagster as dg
+
+    with open(home / ".instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # the run storage exists and is migrated before the lock goes
+    return instance
+
+
 def _partition_dir(args) -> Path:
     from cad_pipeline.defs.resources import settings_from_environment
     from cad_pipeline.partition import TRAIN_JSON
@@ -623,7 +637,7 @@ def _materialize(args) -> int:
     labels = _step_labels(job, names, args.scale)
     run_id = str(uuid.uuid4())  # chosen here so the listener can be registered before the run's first event
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance, RunProgress(labels, args.scale) as progress:
+    with _instance(home) as instance, RunProgress(labels, args.scale) as progress:
         instance.add_event_listener(run_id, progress)
         result = job.execute_in_process(
             instance=instance,

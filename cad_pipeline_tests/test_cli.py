@@ -262,3 +262,23 @@ def test_run_progress_follows_the_run_and_its_events_make_the_summary_rows():
     assert "downstream: Dependencies for step downstream failed: ['measured']. Not executing." in lines
     assert any(line.startswith("    dagster._core.errors.DagsterAssetCheckFailedError: 1 blocking asset check failed") for line in shown)
     assert shown[-2].startswith("toy: 2/3 assets |") and shown[-1] == "", "the bar stays, at two of three steps ended"
+
+
+def test_two_first_runs_on_a_fresh_dagster_home_both_succeed_and_leave_it_usable(tmp_path):
+    """Four at once: each would create and migrate the instance's storage (without the lock this breaks it: two alembic
+    heads, or a failed migration); created under a lock, the instance stays whole and records all four runs."""
+    corpus = tmp_path / "deepcad"
+    assert _run("sample", "--out", corpus, "--models", 30, "--seed", 3).returncode == 0
+    home = tmp_path / "home"
+    home.mkdir()
+    runs = []
+    for name in ("a", "b", "c", "d"):
+        environment = {**os.environ, "CAD_PIPELINE_DATA": str(tmp_path / name), "CAD_PIPELINE_CORPUS": str(corpus), "CAD_PIPELINE_SCALES": "10", "DAGSTER_HOME": str(home)}
+        command = [CLI, "materialize", "--scale", "10", "--select", "deepcad_corpus"]
+        runs.append(subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for run in runs:
+        _, error = run.communicate(timeout=300)
+        assert run.returncode == 0, error[-3000:]
+    check = "import dagster as dg; instance = dg.DagsterInstance.get(); print(len(instance.get_runs()))"
+    runs_recorded = subprocess.run([sys.executable, "-c", check], env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True)
+    assert runs_recorded.stdout.strip() == "4", runs_recorded.stderr[-2000:]

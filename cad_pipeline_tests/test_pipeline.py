@@ -44,7 +44,37 @@ def mlflow_settings(tmp_path_factory) -> MlflowSettings:
     return MlflowSettings(tracking_dir=str(tmp_path_factory.mktemp("mlflow")))
 
 
-def test_corpus_is_generated_on_first_use_and_described(settings):
+@pytest.fixture
+def own_settings(tmp_path) -> PipelineSettings:
+    """A data folder of this test alone, for tests that assert what a first materialization does."""
+    return PipelineSettings(data_root=str(tmp_path / "data"), sample_models=SAMPLE_MODELS, workers=2)
+
+
+TRAINING = {"max_steps": 3, "batch_size": 2, "validation_samples": 4, "learning_rate": 3e-3, "checkpoint_every": 2, "validation_every": 1, "keep_best": True}
+TRAINING_RUN_CONFIG = {"ops": {"training_plan": {"config": {**TRAINING, "measure_steps": 2, "warmup_steps": 1}}, "lora_adapter": {"config": TRAINING}}}
+
+
+def _full_partition(settings: PipelineSettings) -> Path:
+    """The `full` partition with its training data, materialized here unless another test of this module did."""
+    partition = Path(settings.data_root) / "partitions" / "full"
+    if not (partition / "train.json").is_file():
+        assert dg.materialize([deepcad_corpus, cad_subset, rendered_views, conversations], resources={"settings": settings}, partition_key="full").success
+    return partition
+
+
+def _trained_adapter(settings: PipelineSettings, mlflow_settings: MlflowSettings) -> Path:
+    """The `full` partition's trained model, trained here unless another test of this module did."""
+    adapter = _full_partition(settings) / "lora_adapter" / "adapter"
+    if not (adapter / "train_config.json").is_file():
+        result = dg.materialize(
+            [training_plan, lora_adapter], resources={"settings": settings, "mlflow": mlflow_settings}, partition_key="full", run_config=TRAINING_RUN_CONFIG
+        )  # fmt: skip
+        assert result.success
+    return adapter
+
+
+def test_corpus_is_generated_on_first_use_and_described(own_settings):
+    settings = own_settings
     result = dg.materialize([deepcad_corpus], resources={"settings": settings})
     assert result.success
     materialization = result.asset_materializations_for_node("deepcad_corpus")[0]
@@ -76,7 +106,8 @@ def test_full_scale_subset_materializes_with_manifest_and_passing_checks(setting
     assert checks == {"subset_size": True, "no_split_leak": True, "nested_in_smaller_scales": True}
 
 
-def test_rendered_views_draw_every_selected_model_once_and_reuse_them(settings):
+def test_rendered_views_draw_every_selected_model_once_and_reuse_them(own_settings):
+    settings = own_settings
     assets = [deepcad_corpus, cad_subset, rendered_views]
     first = dg.materialize(assets, resources={"settings": settings}, partition_key="full")
     assert first.success
@@ -164,13 +195,12 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_a_model_that_r
 
     from cad_pipeline.train.model import load_trained
 
-    training = {"max_steps": 3, "batch_size": 2, "validation_samples": 4, "learning_rate": 3e-3, "checkpoint_every": 2, "validation_every": 1, "keep_best": True}
     mlflow = mlflow_settings
     result = dg.materialize(
         [deepcad_corpus, cad_subset, rendered_views, conversations, training_plan, lora_adapter],
         resources={"settings": settings, "mlflow": mlflow},
         partition_key="full",
-        run_config={"ops": {"training_plan": {"config": {**training, "measure_steps": 2, "warmup_steps": 1}}, "lora_adapter": {"config": training}}},
+        run_config=TRAINING_RUN_CONFIG,
     )
     assert result.success
     plan = result.asset_materializations_for_node("training_plan")[0].metadata
@@ -224,7 +254,7 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_a_model_that_r
 
 
 def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(settings, mlflow_settings):
-    """Runs after the training test, on the adapter it trained on the `full` partition. Its overall generation budget
+    """On the `full` partition's trained model (the training test's, or trained here). Its overall generation budget
     is spent by the adapter's first batch of three: the adapter's fourth sample and all of the base's are cut, and the
     evaluation still materializes with what was generated."""
     import torch
@@ -237,6 +267,7 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
     from cad_pipeline.train.model import load_base_model, resolved_max_length
 
     limit = 4
+    _trained_adapter(settings, mlflow_settings)
     result = dg.materialize(
         [evaluation],
         resources={"settings": settings, "mlflow": mlflow_settings},
@@ -321,10 +352,10 @@ def test_evaluate_command_without_baseline_prints_what_its_budget_cut(settings, 
 
     monkeypatch.setenv("CAD_PIPELINE_CORPUS", str(settings.corpus_path))
     monkeypatch.setenv("CAD_PIPELINE_DATA", settings.data_root)
-    partition = Path(settings.data_root) / "partitions" / "full"
+    adapter = _trained_adapter(settings, mlflow_settings)
+    partition = adapter.parent.parent
     arguments = ["--partition", str(partition), "--sample-limit", "2", "--max-new-tokens", "8", "--no-baseline", "--out", str(tmp_path)]
     budgets = ["--generation-batch-size", "1", "--generation-budget", "1e-6"]
-    adapter = partition / "lora_adapter" / "adapter"
     assert main(["evaluate", "--adapter", str(adapter), *arguments, *budgets]) == 0
     printed = capsys.readouterr().out
     assert "| metric | adapter | protocol |" in printed and "MLflow run: http://localhost:5000/#/experiments/" in printed
@@ -390,8 +421,8 @@ def test_bench_learn_trains_on_a_time_budget_evaluates_and_logs_one_mlflow_run(s
 def test_estimate_prints_the_projections_and_the_memory_plan(settings, capsys, monkeypatch):
     from cad_pipeline.cli import main
 
+    partition = _full_partition(settings)
     monkeypatch.setenv("CAD_PIPELINE_CORPUS", str(settings.corpus_path))
-    partition = Path(settings.data_root) / "partitions" / "full"
     assert main(["estimate", "--partition", str(partition), "--plan-steps", "2", "--plan-warmup", "1", "--batch-size", "2", "--memory-budget-gib", "8"]) == 0
     printed = capsys.readouterr().out
     assert "s/step over the epoch" in printed and "| full |" in printed and "| 100k |" not in printed

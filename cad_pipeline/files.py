@@ -1,10 +1,12 @@
-"""Atomic writes: a killed process leaves either the old file or the new one, never half of one. Bounded reads: an
-input file is never read past the size its reader accepts."""
+"""Atomic writes: a killed process leaves either the old file (or folder) or the new one, never half of one. Bounded
+reads: an input file is never read past the size its reader accepts."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,3 +55,31 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
     with atomic_target(path) as temporary:
         frame.to_parquet(temporary, index=False)
+
+
+@contextmanager
+def published_folder(link: Path, generations: Path) -> Iterator[Path]:
+    """An empty folder in `generations` to write a new version of a folder into; when the block succeeds, `link`
+    points to it, switched in one rename, and the other generations (the previous one, any a killed writer left
+    half made) are deleted. A block that fails, or a writer killed in it, leaves `link` as it was. A real folder at
+    `link` (written before versions were linked) is replaced once, not atomically."""
+    staging = generations / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    replace_with_link(link, os.path.relpath(staging, link.parent))
+    for stale in generations.iterdir():
+        if stale not in (staging, link):
+            stale.unlink() if stale.is_symlink() else shutil.rmtree(stale, ignore_errors=True)
+
+
+def replace_with_link(path: Path, target: str) -> None:
+    """`path` becomes a link to `target` in one rename (a link made beside it first)."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.link")
+    os.symlink(target, temporary)
+    os.replace(temporary, path)

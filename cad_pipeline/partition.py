@@ -13,11 +13,12 @@ import os
 import shutil
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from cad_pipeline.files import published_folder, replace_with_link
 
 MANIFEST = "manifest.parquet"
 RENDER_INDEX = "renders.parquet"
@@ -104,28 +105,12 @@ class PartitionFolder:
         becomes the partition's data in one rename, and older generations are deleted. A block that fails, or a
         writer killed in it, leaves the current data as it was."""
         generations = self.root / GENERATIONS
-        staging = generations / uuid.uuid4().hex
-        staging.mkdir(parents=True)
-        try:
+        with published_folder(generations / CURRENT, generations) as staging:
             yield staging
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        _replace_with_link(generations / CURRENT, staging.name)
         for name in DATA_NAMES:
             entry = self.root / name
             target = os.path.join(GENERATIONS, CURRENT, name)
             if not (entry.is_symlink() and os.readlink(entry) == target):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)  # a folder of the layout before generations
-                _replace_with_link(entry, target)
-        for stale in generations.iterdir():  # the previous generation, and any a killed writer left half made
-            if stale.name not in (CURRENT, staging.name):
-                stale.unlink() if stale.is_symlink() else shutil.rmtree(stale, ignore_errors=True)
-
-
-def _replace_with_link(path: Path, target: str) -> None:
-    """`path` becomes a link to `target` in one rename (a link made beside it first)."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.link")
-    os.symlink(target, temporary)
-    os.replace(temporary, path)
+                replace_with_link(entry, target)

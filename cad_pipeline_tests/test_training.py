@@ -2,7 +2,9 @@
 validation during training, the best weights kept, the time budget."""
 
 import json
+import os
 from dataclasses import replace
+from pathlib import Path
 import threading
 import time
 
@@ -418,3 +420,28 @@ def test_a_resumed_run_continues_its_time_budget(tiny_setup, tmp_path):
     resumed = run(stop_after=4)
     assert resumed.steps[:3] == killed.steps and saved > 0
     assert resumed.elapsed_seconds > saved and resumed.steps[3].learning_rate < killed.steps[2].learning_rate
+
+
+def test_saving_publishes_a_whole_new_version_and_a_failed_save_keeps_the_last_one(tiny_setup, tmp_path):
+    from cad_pipeline.train.model import TRAIN_CONFIG_FILE
+
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, train_mode="full")
+    model = make_trainable(base.model, config)
+    target = tmp_path / "lora_adapter" / "adapter"
+    versions = tmp_path / "lora_adapter" / ".adapter.versions"
+    save_trained(model, base.processor, config, target)
+    first = os.readlink(target)
+
+    class FullDisk:
+        def save_pretrained(self, path):
+            (Path(path) / "half_written").write_text("x")
+            raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        save_trained(model, FullDisk(), config, target)
+    assert os.readlink(target) == first and (target / TRAIN_CONFIG_FILE).is_file() and not (target / "half_written").exists()
+    assert [path.name for path in versions.iterdir()] == [Path(first).name]
+    save_trained(model, base.processor, config, target)
+    assert os.readlink(target) != first and [path.name for path in versions.iterdir()] == [Path(os.readlink(target)).name]
+    assert load_trained(target).config.train_mode == "full"

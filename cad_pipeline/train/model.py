@@ -16,6 +16,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.utils import logging as transformers_logging
 
+from cad_pipeline.files import published_folder
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
 from cad_pipeline.train.presets import build_preset, preset_name
 from cad_pipeline.train.presets import label as preset_label
@@ -105,13 +106,13 @@ class TrainedModel:
 
 def save_trained(model: torch.nn.Module, processor, config: TrainConfig, folder: Path) -> None:
     """The adapter (lora) or the whole model (full), the processor, and the settings with the train mode resolved,
-    which `load_trained` reads; whatever the folder held before goes, so it never mixes two kinds."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    settings = replace(config, train_mode=resolved_train_mode(config))
-    (folder / TRAIN_CONFIG_FILE).write_text(json.dumps(settings.to_json(), indent=1))
+    which `load_trained` reads. Written as a new version of the folder, published whole (`published_folder`): it
+    never mixes two kinds, and a kill while saving leaves the model saved before."""
+    with published_folder(folder, folder.with_name(f".{folder.name}.versions")) as staging:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        settings = replace(config, train_mode=resolved_train_mode(config))
+        (staging / TRAIN_CONFIG_FILE).write_text(json.dumps(settings.to_json(), indent=1))
 
 
 def load_trained(folder: Path) -> TrainedModel:

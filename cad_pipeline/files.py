@@ -57,6 +57,9 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
         frame.to_parquet(temporary, index=False)
 
 
+CURRENT_VERSION = "current"
+
+
 @contextmanager
 def published_folder(link: Path, generations: Path) -> Iterator[Path]:
     """An empty folder in `generations` to write a new version of a folder into; when the block succeeds, `link`
@@ -76,6 +79,23 @@ def published_folder(link: Path, generations: Path) -> Iterator[Path]:
     for stale in generations.iterdir():
         if stale not in (staging, link):
             stale.unlink() if stale.is_symlink() else shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def published_files(folder: Path, names: tuple[str, ...], versions: str) -> Iterator[Path]:
+    """An empty folder to write a new version of `names` (files or folders) into; when the block succeeds the version
+    is published whole by one rename of `folder/versions/current`, through which each name in `folder` is a link (made
+    once; an entry written before versions were linked is replaced by it)."""
+    generations = folder / versions
+    with published_folder(generations / CURRENT_VERSION, generations) as staging:
+        yield staging
+    for name in names:
+        entry = folder / name
+        target = os.path.join(versions, CURRENT_VERSION, name)
+        if not (entry.is_symlink() and os.readlink(entry) == target):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            replace_with_link(entry, target)
 
 
 def replace_with_link(path: Path, target: str) -> None:

@@ -2,7 +2,7 @@
 that publishes the training data whole.
 
 `train.json`, `val.json` and `images/` are links through `.conversations/current`, itself a link to one complete
-generation of the data. A new generation is written beside the current one and published by one rename of that link,
+generation of the data (`files.published_files`). A new generation is written beside the current one and published by one rename of that link,
 so a reader (and a kill at any instant) sees either the previous complete data or the new complete data, never a
 train.json whose images are gone.
 """
@@ -10,7 +10,6 @@ train.json whose images are gone.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cad_pipeline.files import published_folder, replace_with_link
+from cad_pipeline.files import published_files
 
 MANIFEST = "manifest.parquet"
 RENDER_INDEX = "renders.parquet"
@@ -29,7 +28,6 @@ PLAN = "training_plan.json"
 ADAPTER_FOLDER = "lora_adapter"
 EVALUATION_FOLDER = "evaluation"
 GENERATIONS = ".conversations"
-CURRENT = "current"
 DATA_NAMES = (TRAIN_JSON, VAL_JSON, IMAGES)
 
 
@@ -99,18 +97,8 @@ class PartitionFolder:
         finally:
             os.close(descriptor)
 
-    @contextmanager
-    def new_data(self) -> Iterator[Path]:
-        """An empty folder for a new generation of train.json, val.json and images/; when the block succeeds it
-        becomes the partition's data in one rename, and older generations are deleted. A block that fails, or a
-        writer killed in it, leaves the current data as it was."""
-        generations = self.root / GENERATIONS
-        with published_folder(generations / CURRENT, generations) as staging:
-            yield staging
-        for name in DATA_NAMES:
-            entry = self.root / name
-            target = os.path.join(GENERATIONS, CURRENT, name)
-            if not (entry.is_symlink() and os.readlink(entry) == target):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)  # a folder of the layout before generations
-                replace_with_link(entry, target)
+    def new_data(self):
+        """A context: an empty folder for a new generation of train.json, val.json and images/; when the block
+        succeeds it becomes the partition's data in one rename, and older generations are deleted. A block that
+        fails, or a writer killed in it, leaves the current data as it was."""
+        return published_files(self.root, DATA_NAMES, GENERATIONS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -30,7 +31,7 @@ from cad_pipeline.evaluate.config import EvaluationConfig
 from cad_pipeline.evaluate.gallery import DrawJob, draw_row, draw_row_failed, gallery_png
 from cad_pipeline.evaluate.generate import END_TOKEN, TIME, TOKEN_LIMIT, Answer, generate_answers
 from cad_pipeline.evaluate.score import PROTOCOLS, SampleScore, ScoreJob, score_job, score_job_failed
-from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet
+from cad_pipeline.files import atomic_write_bytes, atomic_write_parquet, published_files
 from cad_pipeline.parallel import map_in_sandboxes
 from cad_pipeline.partition import EVALUATION_FOLDER, IMAGES, MANIFEST, VAL_JSON
 from cad_pipeline.render.batch import image_owner
@@ -45,6 +46,9 @@ ADAPTER, BASE = "adapter", "base"
 SAMPLES_FILE = "samples.parquet"
 AGGREGATES_FILE = "aggregates.json"
 GALLERY_FILE = "gallery.png"
+RESULT_FILES = (SAMPLES_FILE, GALLERY_FILE, AGGREGATES_FILE, ANSWERS_FILE)
+RESULT_VERSIONS = ".results"
+"""The evaluation's files are links through `.results/current`, one version of them published whole."""
 SCORE_CHUNK = 4
 """Answers per worker task: small, so a slow solid holds up few others."""
 CUT = "cut"
@@ -179,16 +183,17 @@ def evaluate_adapter(
     seconds["scoring"] = time.perf_counter() - started
     aggregates = aggregate(table)
     log(f"scored {len(table)} answers in {seconds['scoring']:.1f} s; invalid " + ", ".join(f"{v} {aggregates[v]['invalid_ratio_pct']:.1f}%" for v in variants))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_parquet(table, out_dir / SAMPLES_FILE)
     gallery = gallery_samples(table)
-    atomic_write_bytes(out_dir / GALLERY_FILE, draw_gallery(gallery, samples, answers, executor, config.score_timeout))
     protocols = {name: spec[-1] for name, spec in AGGREGATES.items()}
     image_figures = {**(image_use.to_json() if image_use else {}), "distinct_answer_share": answer_share}
     report = {
         "aggregates": aggregates, "validation_loss": losses, "protocols": protocols, "seconds": seconds, "cut_samples": cut, "image_use": image_figures,
     }  # fmt: skip
-    atomic_write_bytes(out_dir / AGGREGATES_FILE, json.dumps(report, indent=1).encode())
+    with published_files(out_dir, RESULT_FILES, RESULT_VERSIONS) as folder:  # the results whole, or the last ones
+        atomic_write_parquet(table, folder / SAMPLES_FILE)
+        atomic_write_bytes(folder / GALLERY_FILE, draw_gallery(gallery, samples, answers, executor, config.score_timeout))
+        atomic_write_bytes(folder / AGGREGATES_FILE, json.dumps(report, indent=1).encode())
+        os.replace(stored.path.resolve(), folder / ANSWERS_FILE)  # the answers go with the results they made
     params = {**config.to_json(), "adapter": str(adapter_dir), "partition_dir": str(partition_dir), "samples": len(samples)}
     figures = {f"{ADAPTER}.{name}": value for name, value in image_figures.items() if name != "samples"}
     run_id, run_url, adapter_run_id = log_evaluation(tracking, adapter_dir, run_name, tags, params, aggregates, losses, figures, out_dir)

@@ -73,7 +73,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationSettings, se
             "stop_reasons": dg.MetadataValue.json(result.stop_reasons),
             **headline,
             "aggregates": dg.MetadataValue.md(result.markdown()),
-            "per_sample": dg.MetadataValue.path(str((result.out_dir / SAMPLES_FILE).resolve())),
+            "per_sample": dg.MetadataValue.path(str((result.out_dir / SAMPLES_FILE).absolute())),
             "mlflow_run": dg.MetadataValue.url(result.run_url),
             "mlflow_run_id": result.run_id,
             **({"adapter_mlflow_run_id": result.adapter_run_id} if result.adapter_run_id else {}),

@@ -129,7 +129,7 @@ def lora_adapter(context: dg.AssetExecutionContext, config: TrainingConfig, sett
         metadata={
             "mlflow_run": dg.MetadataValue.url(run.run_url),
             "mlflow_run_id": run.run_id,
-            "adapter": dg.MetadataValue.path(str(run.adapter.resolve())),
+            "adapter": dg.MetadataValue.path(str(run.adapter.absolute())),
             "train_mode": run.params["train_mode_resolved"],
             "trained_parts": run.params["trained_parts"],
             "trainable_parameters": run.params["trainable_parameters"],

@@ -1,24 +1,35 @@
 """Faults the pipeline must survive or refuse: steps that would ship nothing, failure rates above the share a user
-allows, and store entries truncated, replaced by garbage, unsealed or edited."""
+allows, store entries truncated, replaced by garbage, unsealed or edited, and runs killed at any point."""
 
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psutil
 import pytest
+import torch
 
 from cad_pipeline.defs.conversations import ConversationConfig, conversations
 from cad_pipeline.defs.data import cad_subset, deepcad_corpus
 from cad_pipeline.defs.failures import failed_share_check
 from cad_pipeline.defs.render import rendered_views
 from cad_pipeline.defs.resources import PipelineSettings
+from cad_pipeline.evaluate.answers import ANSWERS_FILE
+from cad_pipeline.evaluate.evaluation import AGGREGATES_FILE, GALLERY_FILE, SAMPLES_FILE
 from cad_pipeline.partition import PartitionBusy, PartitionFolder
 from cad_pipeline.render.batch import decoded_size
+from cad_pipeline.train.model import load_trained
+from cad_pipeline.train.run import ADAPTER_NAME, LOSS_CURVE_FILE, RUN_FILE
 
 def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     [failure] = [event for event in result.all_events if event.is_step_failure]
@@ -125,7 +136,9 @@ def test_damaged_stored_answers_are_rebuilt_so_train_json_ships_the_true_code(tm
 
 KILLED_WRITER = '''
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cad_pipeline.dataset.conversations import ConversationSet, publish_conversations
@@ -184,3 +197,131 @@ def test_a_second_materialization_of_a_partition_being_written_fails_naming_the_
     assert not busy.success
     assert re.search(rf"rendered_views of scale full .* is being written by pid {os.getpid()} on .* since ", _failure_message(busy))
     assert dg.materialize([rendered_views], resources={"settings": settings}, partition_key="full").success
+
+
+CLI = Path(sys.executable).with_name("cad-pipeline")
+SMALL_RUN = (
+    "--max-steps", "4", "--batch-size", "2", "--validation-samples", "2", "--checkpoint-every", "1", "--plan-steps", "2",
+    "--plan-warmup", "1", "--sample-limit", "2", "--max-new-tokens", "24",
+)  # fmt: skip
+REDONE = {
+    "cad_subset": ("store/reports",),
+    "rendered_views": ("store/renders", "partitions/10/renders.parquet"),  # the index names the store's files
+    "conversations": ("store/answers",),
+    "lora_adapter": ("partitions/10/lora_adapter/checkpoints",),
+}
+"""What to delete so that a step does its work again instead of reusing it."""
+PUBLISHING = {
+    "cad_subset": ".manifest.parquet.*.tmp",
+    "rendered_views": ".renders.parquet.*.tmp",
+    "conversations": ".conversations/*",
+    "training_plan": ".training_plan.json.*.tmp",
+    "lora_adapter": "lora_adapter/.adapter.versions/*",
+    "evaluation": "evaluation/.results/*",
+}
+"""What appears in the partition folder when a step starts writing its output: the kill then lands while it publishes."""
+VERSIONED = ("conversations", "lora_adapter", "evaluation")
+"""Steps whose output is written as a version in a folder of its own, long enough to be killed half way."""
+
+
+def _run_steps(environment: dict, *args: str, kill: Callable[[subprocess.Popen], None] | None = None) -> dict[str, list[float]]:
+    """Run `cad-pipeline materialize --scale 10`, following its log: when each step started and finished (monotonic
+    seconds). `kill(run)` runs beside the log from the start of the step `--select` names; after the run ends no process
+    of its session may outlive it by more than a few seconds."""
+    command = [str(CLI), "materialize", "--scale", "10", *SMALL_RUN, *args]
+    run = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    times: dict[str, list[float]] = {}
+    killer = threading.Thread(target=kill, args=(run,))
+    for line in run.stderr:
+        found = re.search(r'(Started|Finished) execution of step "(\w+)"', line)
+        if found:
+            times.setdefault(found[2], []).append(time.monotonic())
+            if kill and found[1] == "Started":
+                killer.start()
+    run.wait(timeout=600)
+    if kill:
+        killer.join()
+    deadline = time.monotonic() + 10
+    while (left := [p for p in psutil.process_iter() if _session(p.pid) == run.pid]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes outlived the killed run: {[p.pid for p in left]}"
+    assert kill or run.returncode == 0, f"materialize {' '.join(args)} exited {run.returncode}"
+    return times
+
+
+def _kill_after(seconds: float) -> Callable[[subprocess.Popen], None]:
+    def kill(run: subprocess.Popen) -> None:
+        time.sleep(seconds)
+        run.kill()
+
+    return kill
+
+
+def _kill_when_publishing(folder: Path, pattern: str) -> Callable[[subprocess.Popen], None]:
+    before = set(folder.glob(pattern))
+
+    def kill(run: subprocess.Popen) -> None:
+        while run.poll() is None:
+            if set(folder.glob(pattern)) - before:
+                run.kill()
+                return
+            time.sleep(0.002)
+
+    return kill
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _whole_outputs(partition: PartitionFolder) -> dict:
+    """What a user reads from each output: every one there is whole (tables read, images decode, the trained model
+    loads, the evaluation's files agree with each other)."""
+    outputs = {"manifest": pd.read_parquet(partition.manifest).drop(columns="reused")}
+    if partition.render_index.exists():
+        outputs["renders"] = pd.read_parquet(partition.render_index)
+        assert all(decoded_size(Path(image)) for image in outputs["renders"]["image"])
+    outputs["data"] = _data_is_whole(partition)
+    json.loads(partition.plan.read_text())
+    adapter = partition.adapter / ADAPTER_NAME
+    with torch.no_grad():
+        load_trained(adapter)
+    assert json.loads((adapter / RUN_FILE).read_text())["run_id"] and decoded_size(adapter / LOSS_CURVE_FILE)
+    evaluation = partition.evaluation
+    header, *answers = [json.loads(line) for line in (evaluation / ANSWERS_FILE).read_text().splitlines()]
+    samples = pd.read_parquet(evaluation / SAMPLES_FILE)
+    assert {(a["variant"], a["sample_id"]) for a in answers} == set(zip(samples["variant"], samples["sample_id"])), "results of one version"
+    assert header["fingerprint"] and len(samples) and json.loads((evaluation / AGGREGATES_FILE).read_text())
+    assert decoded_size(evaluation / GALLERY_FILE)
+    return outputs
+
+
+def test_kills_at_several_points_of_each_asset_leave_every_output_whole_and_the_next_run_finishes(tmp_path):
+    environment = {**os.environ, "CAD_PIPELINE_DATA": str(tmp_path), "CAD_PIPELINE_SCALES": "10", "DAGSTER_HOME": str(tmp_path / "home")}
+    assert subprocess.run([CLI, "sample", "--out", tmp_path / "deepcad", "--models", "30", "--seed", "3"], capture_output=True).returncode == 0
+    clean = _run_steps(environment)
+    partition = PartitionFolder(tmp_path / "partitions" / "10")
+    reference = _whole_outputs(partition)
+    for asset, published in PUBLISHING.items():
+        started, finished = clean[asset]
+        for kill_at in ("a third in", "publishing"):
+            for path in REDONE.get(asset, ()):
+                (tmp_path / path).unlink() if (tmp_path / path).is_file() else shutil.rmtree(tmp_path / path, ignore_errors=True)
+            before = set(partition.root.glob(published))
+            kill = _kill_after(0.3 * (finished - started)) if kill_at == "a third in" else _kill_when_publishing(partition.root, published)
+            _run_steps(environment, "--select", asset, kill=kill)
+            outputs = _whole_outputs(partition)
+            pd.testing.assert_frame_equal(outputs["manifest"], reference["manifest"])
+            assert outputs["data"] == reference["data"], f"training data changed after a kill {kill_at} {asset}"
+        if asset in VERSIONED:
+            assert set(partition.root.glob(published)) - before, f"{asset}: the last kill landed while it published"
+        if not partition.render_index.exists():
+            _run_steps(environment, "--select", asset)
+    _run_steps(environment)
+    outputs = _whole_outputs(partition)
+    pd.testing.assert_frame_equal(outputs["manifest"], reference["manifest"])
+    pd.testing.assert_frame_equal(outputs["renders"], reference["renders"])
+    assert outputs["data"] == reference["data"]

@@ -232,7 +232,7 @@ def test_training_plan_and_lora_adapter_record_one_mlflow_run_and_a_model_that_r
     assert metadata["best_step"].value == best.step and metadata["validation_loss_after"].value == pytest.approx(best.value, abs=1e-4)
     assert metadata["train_mode"].value == "full"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)} | {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
-    assert {"loss_curve.png", "adapter/model.safetensors", "adapter/config.json", "adapter/train_config.json", "adapter/tokenizer.json", "base_model"} <= artifacts
+    assert {"loss_curve.png", "adapter/model.safetensors", "adapter/config.json", "adapter/train_config.json", "adapter/tokenizer.json", "adapter/base_model", "adapter/run.json", "adapter/loss_curve.png"} <= artifacts
     assert metadata["mlflow_run"].value.endswith(run.info.run_id) and "data:image/png;base64," in metadata["loss_curve"].value
     assert metadata["planned_over_measured"].value > 0
     [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "validation_loss_fell"]
@@ -309,7 +309,7 @@ def test_evaluation_scores_adapter_and_base_and_logs_under_the_training_run(sett
 
     client = MlflowClient(tracking_uri=mlflow_settings.tracking(settings).tracking_uri)
     run = client.get_run(metadata["mlflow_run_id"].value)
-    training_run = json.loads((Path(settings.data_root) / "partitions" / "full" / "lora_adapter" / "run.json").read_text())
+    training_run = json.loads((Path(settings.data_root) / "partitions" / "full" / "lora_adapter" / "adapter" / "run.json").read_text())
     assert run.info.status == "FINISHED" and run.info.experiment_id == training_run["experiment_id"]
     assert run.data.tags["mlflow.parentRunId"] == training_run["run_id"] and run.data.tags["dagster_run_id"] == result.run_id
     assert client.get_run(training_run["run_id"]).data.tags["evaluation_run_id"] == run.info.run_id

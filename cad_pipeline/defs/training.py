@@ -15,6 +15,7 @@ from cad_pipeline.defs.config_fields import config_class
 from cad_pipeline.defs.conversations import conversations
 from cad_pipeline.defs.partitions import scale_partitions, writes_partition
 from cad_pipeline.defs.resources import MlflowSettings, PipelineSettings
+from cad_pipeline.files import atomic_write_bytes
 from cad_pipeline.options import from_values
 from cad_pipeline.partition import ADAPTER_FOLDER, PLAN
 from cad_pipeline.train.config import TrainConfig
@@ -62,7 +63,7 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     plan = plan_partition(
         options, folder, settings.corpus_path, scale, config.measure_steps, config.warmup_steps, config.memory_budget_gib * 2**30, settings.workers
     )
-    (folder / PLAN).write_text(json.dumps(plan.to_json(options), indent=1))
+    atomic_write_bytes(folder / PLAN, json.dumps(plan.to_json(options), indent=1).encode())
     projections, memory = plan.markdown()
     this, measurement = plan.projections[0], plan.measurement
     return dg.MaterializeResult(

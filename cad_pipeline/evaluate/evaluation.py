@@ -384,7 +384,7 @@ def log_evaluation(
 
 
 def _adapter_run(client, adapter_dir: Path):
-    record = adapter_dir.parent / RUN_FILE
+    record = adapter_dir / RUN_FILE
     if not record.is_file():
         return None
     try:

@@ -203,17 +203,19 @@ def train(
     on_step: Callable[[StepRecord], None] | None = None,
     on_validation: Callable[[ValidationRecord], None] | None = None,
     stop_after: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> TrainState:
-    """Train until the plan's last step or the end of the time budget (or `stop_after` steps, to simulate a kill),
-    resuming from a checkpoint. With keep_best the model ends with the weights of the lowest validation loss."""
+    """Train until the plan's last step or the end of the time budget as `clock` measures it (or `stop_after` steps, to
+    simulate a kill), resuming from a checkpoint. With keep_best the model ends with the weights of the lowest
+    validation loss."""
     plan = plan_steps(len(train_samples), config)
     optimizer = make_optimizer(model, config)
     state = _resume(checkpoint_dir, model, optimizer) or TrainState()
-    clock_start = time.perf_counter() - state.elapsed_seconds
+    clock_start = clock() - state.elapsed_seconds
 
     def record_time() -> None:
         """The time spent so far, for the budget, the schedule and the checkpoint."""
-        state.elapsed_seconds = time.perf_counter() - clock_start
+        state.elapsed_seconds = clock() - clock_start
 
     def within_budget() -> bool:
         record_time()

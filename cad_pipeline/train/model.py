@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +25,8 @@ from cad_pipeline.train.tiny import write_tiny_model
 
 TRAIN_CONFIG_FILE = "train_config.json"
 TINY_BASE_FOLDER = "base_model"
-"""Where a run keeps the tiny base model it built, beside its trained model."""
+"""Where a run builds the tiny base model, beside its trained model; each saved trained model keeps a copy inside, so a
+later run rebuilding the one beside it never changes the base of a model already saved."""
 CONNECTOR_NAMES = ("multi_modal_projector",)
 """The connector between vision tower and language model, trained in full as TinyLLaVA and OpenECAD do."""
 PARTS = ("language_model", "connector", "vision_tower")
@@ -100,24 +101,30 @@ class TrainedModel:
             with self.model.disable_adapter():
                 yield self.model
             return
-        base = load_base_model(_base_settings(self.config, self.folder), self.device, self.dtype, self.folder.parent, [])
+        base = load_base_model(_base_settings(self.config, self.folder), self.device, self.dtype, self.folder, [])
         yield base.model.eval()
 
 
-def save_trained(model: torch.nn.Module, processor, config: TrainConfig, folder: Path) -> None:
-    """The adapter (lora) or the whole model (full), the processor, and the settings with the train mode resolved,
-    which `load_trained` reads. Written as a new version of the folder, published whole (`published_folder`): it
-    never mixes two kinds, and a kill while saving leaves the model saved before."""
+def save_trained(
+    model: torch.nn.Module, processor, config: TrainConfig, folder: Path, extras: Callable[[Path], object] = lambda version: None
+) -> None:
+    """The adapter (lora) or the whole model (full), the processor, the tiny base model it was trained from, and the
+    settings with the train mode resolved, which `load_trained` reads; `extras(version)` adds what else belongs to the
+    model (its run's records). Written as a new version of the folder, published whole (`published_folder`): it never
+    mixes two kinds or two runs, and a kill while saving leaves the model saved before."""
     with published_folder(folder, folder.with_name(f".{folder.name}.versions")) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        if config.base_model == "tiny":
+            shutil.copytree(folder.parent / TINY_BASE_FOLDER, staging / TINY_BASE_FOLDER)
         settings = replace(config, train_mode=resolved_train_mode(config))
         (staging / TRAIN_CONFIG_FILE).write_text(json.dumps(settings.to_json(), indent=1))
+        extras(staging)
 
 
 def load_trained(folder: Path) -> TrainedModel:
     """A model `save_trained` wrote, exactly as it was trained, on the device and in the dtype its settings resolve
-    to here: the adapter on its base model, or the whole model. The tiny base model is the one saved beside the
+    to here: the adapter on its base model, or the whole model. The tiny base model is the copy saved inside the
     folder (it was built for that run); any other is the folder the settings name."""
     settings_file = folder / TRAIN_CONFIG_FILE
     if not settings_file.is_file():
@@ -130,7 +137,7 @@ def load_trained(folder: Path) -> TrainedModel:
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     if config.train_mode == "lora":
-        base = load_base_model(_base_settings(config, folder), device, dtype, folder.parent, [])
+        base = load_base_model(_base_settings(config, folder), device, dtype, folder, [])
         model, processor = PeftModel.from_pretrained(base.model, folder, local_files_only=True).to(device), base.processor
     else:
         whole = load_base_model(replace(config, base_model=str(folder)), device, dtype, folder.parent, [])
@@ -139,7 +146,7 @@ def load_trained(folder: Path) -> TrainedModel:
 
 
 def _base_settings(config: TrainConfig, folder: Path) -> TrainConfig:
-    return replace(config, base_model=str(folder.parent / TINY_BASE_FOLDER)) if config.base_model == "tiny" else config
+    return replace(config, base_model=str(folder / TINY_BASE_FOLDER)) if config.base_model == "tiny" else config
 
 
 def lora_targets(model: torch.nn.Module, vision: bool) -> list[str]:

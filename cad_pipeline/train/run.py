@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param
 from cad_pipeline.train.image_use import ImageUse, measure_image_use, model_of_image
 from cad_pipeline.train.config import TrainConfig, resolved_train_mode
 from cad_pipeline.train.loop import StepRecord, TrainState, ValidationRecord, train, validation_loss
-from cad_pipeline.train.model import TINY_BASE_FOLDER, save_trained, trainable_parameters, trainable_parameters_by_part, trained_parts
+from cad_pipeline.train.model import save_trained, trainable_parameters, trainable_parameters_by_part, trained_parts
 from cad_pipeline.train.presets import preset_name
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
@@ -22,7 +22,8 @@ from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
 ADAPTER_NAME = "adapter"
 """The trained model's folder in a run's output folder: the LoRA adapter, or the whole model after full training."""
 RUN_FILE = "run.json"
-"""Beside the trained model: the MLflow run that trained it, so its evaluation is logged next to it."""
+"""In the trained model's folder: the MLflow run that trained it, so its evaluation is logged next to it."""
+LOSS_CURVE_FILE = "loss_curve.png"
 PARAM_VALUE_LIMIT = 6000
 """MLflow's longest param value; paths beyond it are cut rather than failing the run."""
 
@@ -127,21 +128,22 @@ def run_training(
             now = int(time.time() * 1000)
             best = {"best_val_loss": state.best.loss, "best_step": state.best.step, "best_epoch": state.best.epoch}
             client.log_batch(run_id, metrics=[Metric(name, float(value), now, state.step) for name, value in best.items()])
+        run_url = tracking.run_url(experiment, run_id)
+        record = {"run_id": run_id, "experiment_id": experiment, "run_url": run_url, "tracking_uri": tracking.tracking_uri}
+
+        def run_records(version: Path) -> None:
+            loss_curve_png(state, version / LOSS_CURVE_FILE)
+            (version / RUN_FILE).write_text(json.dumps(record, indent=1))
+
         adapter = out_dir / ADAPTER_NAME
-        save_trained(session.model, session.processor, config, adapter)
-        curve = loss_curve_png(state, out_dir / "loss_curve.png")
+        save_trained(session.model, session.processor, config, adapter, run_records)
         client.log_artifacts(run_id, str(adapter), "adapter")
-        client.log_artifact(run_id, str(curve))
-        if config.base_model == "tiny":
-            client.log_artifacts(run_id, str(out_dir / TINY_BASE_FOLDER), TINY_BASE_FOLDER)
+        client.log_artifact(run_id, str(adapter / LOSS_CURVE_FILE))
     except BaseException:
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id)
-    run_url = tracking.run_url(experiment, run_id)
-    record = {"run_id": run_id, "experiment_id": experiment, "run_url": run_url, "tracking_uri": tracking.tracking_uri}
-    (out_dir / RUN_FILE).write_text(json.dumps(record, indent=1))
-    return TrainingRun(config, state, adapter, curve, experiment, run_id, run_url, seconds, params, image_use)
+    return TrainingRun(config, state, adapter, adapter / LOSS_CURVE_FILE, experiment, run_id, run_url, seconds, params, image_use)
 
 
 def _saved_validation(config: TrainConfig, state: TrainState) -> ValidationRecord:

@@ -128,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--threads", type=_at_least(int, 0, 4096), default=0, help="CPU threads torch uses (0: torch's default)")
     bench_train.add_argument("--base-model", default="tiny", help="'tiny', a local model folder or 'preset:NAME' (random weights)")
     bench_train.add_argument("--packing", choices=("auto", "on", "off"), default="off", help="our loop's packing (the Trainer never packs)")
+    bench_train.add_argument("--compile", action="store_true", help="compile our loop's layers with torch.compile (the warm-up steps take the compile time)")
     bench_train.add_argument("--peak-tflops", type=_at_least(float, 0.0), default=0.0, help="the device's peak for MFU where the built-in table has none (CPUs, fp32)")
     bench_train.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     bench_train.set_defaults(handler=_bench_train)
@@ -505,14 +506,14 @@ def _bench_train(args) -> int:
     folder = _partition_dir(args)
     with tempfile.TemporaryDirectory() as work:
         compared = compare_with_trainer(
-            folder, Path(work), args.samples, args.steps, args.warmup, args.batch_size, args.threads, args.base_model, args.packing
+            folder, Path(work), args.samples, args.steps, args.warmup, args.batch_size, args.threads, args.base_model, args.packing, args.compile
         )  # fmt: skip
     peak = peak_flops(compared.device, compared.dtype, args.peak_tflops)
     ours, trainer = compared.speeds["ours"], compared.speeds["trainer"]
     if args.json:
         figures = {
             "partition": str(folder), "base_model": described(args.base_model), "samples": args.samples, "batch_size": args.batch_size,
-            "steps": args.steps, "warmup": args.warmup, "device": str(compared.device), "dtype": _dtype_name(compared.dtype), "packed": compared.packed,
+            "steps": args.steps, "warmup": args.warmup, "compiled": args.compile, "device": str(compared.device), "dtype": _dtype_name(compared.dtype), "packed": compared.packed,
             "flops_per_real_token": compared.flops_per_real_token, "flop_formula": FORMULA, "peak_flops": peak,
             "trainer": trainer.to_json(peak), "ours": ours.to_json(peak), "ratio": compared.ratio,
         }  # fmt: skip
@@ -525,7 +526,8 @@ def _bench_train(args) -> int:
         f"pad {trainer.pad_fraction:.1%}, collating on the training thread {trainer.data_wait_share:.1%} of the step time, {_flops_text(trainer, peak)}"
     )
     print(
-        f"our loop (length-grouped {'packed' if compared.packed else 'padded'} batches, answer-only logits, batches made ahead): "
+        f"our loop (length-grouped {'packed' if compared.packed else 'padded'} batches, answer-only logits, batches made ahead"
+        f"{', compiled layers' if args.compile else ''}): "
         f"{ours.real_tokens_per_second:,.0f} real tokens/s, pad {ours.pad_fraction:.1%}, waiting for data {ours.data_wait_share:.1%} "
         f"of the step time, {_flops_text(ours, peak)}"
     )

@@ -23,6 +23,7 @@ from cad_pipeline.train.data import IGNORE, length_grouped_batches, packed_batch
 from cad_pipeline.train.loop import CHECKPOINT_FILE, answer_loss, make_optimizer, prefetched_batches, train, validation_loss
 from cad_pipeline.train.model import (
     add_lora,
+    compile_layers,
     load_base_model,
     load_trained,
     lora_targets,
@@ -405,6 +406,23 @@ def test_a_time_budget_stops_training_and_runs_the_schedule_down_to_its_end(tiny
     peak = rates.index(max(rates))
     assert max(rates) > 0.8 * config.learning_rate and rates[-1] < 0.1 * config.learning_rate
     assert rates[peak:] == sorted(rates[peak:], reverse=True) and rates[:peak] == sorted(rates[:peak])
+
+
+def test_compiled_layers_train_to_the_losses_of_eager_ones(tiny_setup, tmp_path):
+    """Regional compilation changes how the layers run, not what they compute; batches of different lengths share the
+    captured (dynamic-shape) graphs. Captured and run through AOTAutograd without code generation, which torch tests
+    itself and which would take minutes here."""
+    folder, records, model_dir = tiny_setup
+    losses = {}
+    for compiled in (False, True):
+        config, base = _loaded(model_dir, train_mode="full", batch_size=2, max_steps=3, checkpoint_every=0)
+        model = make_trainable(base.model, config)
+        if compiled:
+            assert compile_layers(model, backend="aot_eager") == SMALL.layers + SMALL.vision_layers
+        train_samples, val_samples = _short_samples(folder, records, base.processor)
+        state = train(model, base.processor, train_samples[:6], val_samples[:1], config, CPU, torch.float32, tmp_path / str(compiled))
+        losses[compiled] = [record.loss for record in state.steps] + [record.loss for record in state.validations]
+    assert len(losses[True]) >= 4 and losses[True] == pytest.approx(losses[False], rel=1e-5)
 
 
 def test_a_resumed_run_continues_its_time_budget(tiny_setup, tmp_path):

@@ -24,7 +24,7 @@ from cad_pipeline.train.loop import plan_steps as plan_steps_for
 from cad_pipeline.train.memory import estimate_memory
 from cad_pipeline.train.plan import measure_steps, measured_train_shape, memory_plan, model_shape, plan_overhead
 from cad_pipeline.train.session import open_session, packs
-from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, load_base_model, resolved_max_length
+from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, compile_layers, load_base_model, resolved_max_length
 from cad_pipeline.train.tiny import write_tiny_model
 
 
@@ -65,9 +65,11 @@ def compare_with_trainer(
     threads: int = 0,
     base_model: str = "tiny",
     packing: str = "off",
+    compile: bool = False,
 ) -> TrainerComparison:
     """Both loops put LoRA on the same base model: the tiny one (built once, so both start from the same weights), a
-    folder or a preset (rebuilt from the same seed)."""
+    folder or a preset (rebuilt from the same seed). `compile` compiles our loop's layers; the warm-up steps take the
+    compile time."""
     if threads:
         torch.set_num_threads(threads)
     records = read_records(partition_dir / TRAIN_JSON)
@@ -76,7 +78,8 @@ def compare_with_trainer(
     if base_model == "tiny":
         base_model = str(write_tiny_model(conversation_texts(records), work_dir / "bench_model"))
     config = TrainConfig(
-        base_model=base_model, batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0, packing=packing
+        base_model=base_model, batch_size=batch_size, max_steps=warmup + steps, lora_dropout=0.0, checkpoint_every=0, packing=packing,
+        compile=compile,
     )
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -85,6 +88,8 @@ def compare_with_trainer(
         base = load_base_model(config, device, dtype, work_dir, conversation_texts(records))
         config = resolved_max_length(config, base.model)
         model = add_lora(base.model, config)
+        if name == "ours" and config.compile:
+            compile_layers(model)
         prepared = prepare_samples(records, partition_dir / "images", base.processor, config.max_length).samples
         per_token = flop_model(model, base.processor, prepared[0], device, dtype).flops(prepared) / sum(s.length for s in prepared)
         packed = name == "ours" and packs(config, device, base)

@@ -55,6 +55,7 @@ class TrainConfig:
         minimum=0.0,
     )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass: less memory, about a third slower")
+    compile: bool = option(False, "compile each decoder and vision-encoder layer with torch.compile (the first steps pay the compile time)")
     packing: str = option("auto", "'auto' (pack samples into one row where FlashAttention is available), 'on' or 'off'", choices=("auto", "on", "off"))
     dtype: str = option("auto", "'auto' (bf16 on CUDA where supported, else fp32), 'bf16', 'fp16' or 'fp32'", choices=("auto", "bf16", "fp16", "fp32"))
     device: str = option("auto", "'auto' (cuda, then mps, then cpu), or a torch device name")

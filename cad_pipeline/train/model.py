@@ -186,6 +186,16 @@ def make_trainable(model: torch.nn.Module, config: TrainConfig) -> torch.nn.Modu
     return with_fp32_masters(model)
 
 
+def compile_layers(model: torch.nn.Module, backend: str = "inductor") -> int:
+    """Each layer of every `layers` stack (decoder, vision encoder) compiled in place, the number compiled: regional
+    compilation, so one compiled graph serves all the layers of a stack, weights keep their names for saving and
+    LoRA, and lengths that vary from batch to batch are compiled once, as dynamic shapes."""
+    stacks = [module for name, module in model.named_modules() if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers"]
+    for layer in (layer for stack in stacks for layer in stack):
+        layer.compile(dynamic=True, backend=backend)
+    return sum(len(stack) for stack in stacks)
+
+
 def model_context(model: torch.nn.Module) -> int:
     """The longest sequence the language model takes: its config's `max_position_embeddings`."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config

@@ -11,7 +11,7 @@ from cad_pipeline.partition import IMAGES, TRAIN_JSON, VAL_JSON
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
 from cad_pipeline.train.data import SampleSet, conversation_texts, first_views_first, prepare_samples, read_records
 from cad_pipeline.train.image_use import model_of_image
-from cad_pipeline.train.model import BaseModel, flash_attention_available, load_base_model, make_trainable, resolved_max_length
+from cad_pipeline.train.model import BaseModel, compile_layers, flash_attention_available, load_base_model, make_trainable, resolved_max_length
 
 
 
@@ -48,6 +48,8 @@ def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> Tr
     base = load_base_model(config, device, dtype, work_dir, conversation_texts(train_records))
     config = resolved_max_length(config, base.model)
     model = make_trainable(base.model, config)
+    if config.compile:
+        compile_layers(model)
     images = partition_dir / IMAGES
     train = prepare_samples(train_records, images, base.processor, config.max_length)
     val = prepare_samples(val_records, images, base.processor, config.max_length)

@@ -231,15 +231,15 @@ def _run_steps(environment: dict, *args: str, kill: Callable[[subprocess.Popen],
     command = [str(CLI), "materialize", "--scale", "10", *SMALL_RUN, *args]
     run = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     times: dict[str, list[float]] = {}
-    killer = threading.Thread(target=kill, args=(run,))
+    killer = threading.Thread(target=kill, args=(run,)) if kill else None
     for line in run.stderr:
         found = re.search(r'(Started|Finished) execution of step "(\w+)"', line)
         if found:
             times.setdefault(found[2], []).append(time.monotonic())
-            if kill and found[1] == "Started":
+            if killer and found[1] == "Started" and killer.ident is None:
                 killer.start()
     run.wait(timeout=600)
-    if kill:
+    if killer:
         killer.join()
     deadline = time.monotonic() + 10
     while (left := [p for p in psutil.process_iter() if _session(p.pid) == run.pid]) and time.monotonic() < deadline:

@@ -299,7 +299,7 @@ def test_auto_trains_the_tiny_model_in_full_and_any_named_model_with_lora():
 def test_each_mode_trains_the_parts_it_names(tiny_setup):
     from cad_pipeline.train.plan import model_shape
 
-    _, _, model_dir = tiny_setup
+    folder, records, model_dir = tiny_setup
     expected = {
         ("full", False): {"language_model": "full", "connector": "full", "vision_tower": "full"},
         ("full", True): {"language_model": "full", "connector": "full", "vision_tower": "frozen"},
@@ -313,7 +313,7 @@ def test_each_mode_trains_the_parts_it_names(tiny_setup):
         model = make_trainable(base.model, config)
         counts = trainable_parameters_by_part(model)
         assert trained_parts(model, config) == parts
-        shape = model_shape(model, torch.float32)
+        shape = model_shape(model, base.processor, folder / "images" / records[0]["image"], torch.float32)
         assert shape.trainable_parameters == sum(counts.values()) and shape.vision_trained == (parts["vision_tower"] != "frozen")
         if mode == "full":
             assert counts == {**totals, "vision_tower": 0 if freeze else totals["vision_tower"]}

@@ -203,7 +203,7 @@ def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_ste
     state = train(fresh.model, fresh.processor, chosen, fresh.val.samples, fresh.config, fresh.device, fresh.dtype, work_dir / "checkpoints", fresh.packed)
     projected = measurement.run_seconds(steps)
     on_gpu = session.device.type == "cuda"
-    shape = model_shape(session.model, session.dtype)
+    shape = model_shape(session.model, session.processor, chosen[0].image, session.dtype)
     factor, _ = memory_plan(shape, measurement, session.config, 0.0, on_gpu)
     predicted = estimate_memory(shape, measured_train_shape(measurement, session.config), factor, plan_overhead(measurement, on_gpu))
     measured_peak = max(record.peak_memory_bytes for record in state.steps)

@@ -14,7 +14,7 @@ class TrainConfig:
         "'tiny' (a ~7M-parameter LLaVA built from configs, tokenizer trained on the answers), a local transformers "
         "image-text-to-text folder, a local TinyLLaVA/OpenECAD checkpoint folder, or 'preset:NAME', a real model's shape "
         "with random weights for plans and benchmarks (openecad-0.89b, tinyllava-gemma-siglip-2.4b, "
-        "tinyllava-phi2-siglip-3.1b, decoder-8b)",
+        "tinyllava-phi2-siglip-3.1b, qwen2-vl-2b, decoder-8b)",
     )
     train_preset: bool = option(False, "train a 'preset:NAME' base model anyway: its weights are random, so only to measure the run")
     tinyllava_language_model: str = option("", "TinyLLaVA checkpoints: local folder of the language model its config names")

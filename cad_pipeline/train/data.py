@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from cad_pipeline.train.grid_processor import token_types
+
 IGNORE = -100
 """Label of positions that take no loss (prompt, image, padding): the value torch's cross-entropy skips."""
 GROUP_BATCHES = 16
@@ -108,19 +110,22 @@ def conversation_texts(records: list[dict]):
 
 
 def prepare_samples(records: list[dict], image_folder: Path, processor, max_length: int) -> SampleSet:
-    """Token ids for every record, the prompt tokenized once per distinct question (all images share one size)."""
+    """Token ids for every record, the prompt tokenized once per distinct question and image size (the size sets the
+    image's tokens where the resolution is dynamic)."""
     if max_length < 1:
         raise ValueError(f"max_length {max_length}: resolve 0 to the model's context (`resolved_max_length`) before preparing samples")
     tokenizer = processor.tokenizer
-    prompts: dict[str, tuple[int, ...]] = {}
+    prompts: dict[tuple[str, tuple[int, int]], tuple[int, ...]] = {}
     samples, too_long = [], []
     for record in records:
         question, answer = question_and_answer(record)
         image = image_folder / record["image"]
-        if question not in prompts:
-            prompts[question] = tuple(_prompt_inputs(processor, question, [image])["input_ids"][0].tolist())
+        with Image.open(image) as opened:
+            key = (question, opened.size)
+        if key not in prompts:
+            prompts[key] = tuple(_prompt_inputs(processor, question, [image])["input_ids"][0].tolist())
         answer_ids = (*tokenizer(answer, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
-        sample = Sample(record["id"], image, prompts[question], answer_ids)
+        sample = Sample(record["id"], image, prompts[key], answer_ids)
         if sample.length > max_length:
             too_long.append(sample.id)
         else:
@@ -143,6 +148,19 @@ def image_inputs(processor, images: list[Path]) -> dict[str, torch.Tensor]:
     return dict(processor.image_processor(open_images(images), return_tensors="pt"))
 
 
+def positions_by_modality(processor) -> bool:
+    """Whether the model takes token types to place its rotary positions (Qwen2-VL's M-RoPE)."""
+    return "mm_token_type_ids" in getattr(processor, "model_input_names", ())
+
+
+def modality_inputs(processor, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The token types (image or text) for a processor whose model places its rotary positions by modality
+    (Qwen2-VL's M-RoPE); nothing for the others."""
+    if not positions_by_modality(processor):
+        return {}
+    return {"mm_token_type_ids": token_types(input_ids, processor.image_token_id)}
+
+
 def open_images(paths: list[Path]) -> list[Image.Image]:
     images = []
     for path in paths:
@@ -163,7 +181,12 @@ def padded_batch(samples: list[Sample], processor) -> Batch:
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention[row, : len(ids)] = 1
         labels[row, len(sample.prompt_ids) : len(ids)] = torch.tensor(sample.answer_ids)
-    inputs = {"input_ids": input_ids, "attention_mask": attention, **image_inputs(processor, [s.image for s in samples])}
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        **modality_inputs(processor, input_ids),
+        **image_inputs(processor, [s.image for s in samples]),
+    }
     real = sum(sample.length for sample in samples)
     return Batch(inputs, labels, real, width * len(samples))
 

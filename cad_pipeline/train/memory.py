@@ -71,7 +71,7 @@ class ModelShape:
     intermediate: int  # MLP intermediate size
     heads: int
     vocab: int
-    image_tokens: int  # tokens one image expands to
+    image_tokens: int  # tokens the vision tower works on per image (Qwen2-VL: its patches, before the merger)
     vision_layers: int
     vision_hidden: int
     vision_trained: bool  # vision tower trained (LoRA or full): its activations are kept

@@ -27,8 +27,11 @@ TRAIN_CONFIG_FILE = "train_config.json"
 TINY_BASE_FOLDER = "base_model"
 """Where a run builds the tiny base model, beside its trained model; each saved trained model keeps a copy inside, so a
 later run rebuilding the one beside it never changes the base of a model already saved."""
-CONNECTOR_NAMES = ("multi_modal_projector",)
-"""The connector between vision tower and language model, trained in full as TinyLLaVA and OpenECAD do."""
+CONNECTOR_NAMES = ("multi_modal_projector", "merger")
+"""The connector between vision tower and language model (LLaVA's projector, Qwen2-VL's patch merger, which sits
+inside its tower), trained in full as TinyLLaVA and OpenECAD do."""
+VISION_TOWER_NAMES = ("vision_tower", "visual")
+"""The vision tower: LLaVA's `vision_tower`, Qwen2-VL's `visual` (its merger excepted)."""
 PARTS = ("language_model", "connector", "vision_tower")
 """The parts of a LLaVA-style model, as the run's params report what trains."""
 
@@ -151,11 +154,11 @@ def _base_settings(config: TrainConfig, folder: Path) -> TrainConfig:
 
 def lora_targets(model: torch.nn.Module, vision: bool) -> list[str]:
     """Every linear layer of the language model (not its output head), and of the vision tower when asked."""
-    scopes = ("language_model", "vision_tower") if vision else ("language_model",)
+    parts = ("language_model", "vision_tower") if vision else ("language_model",)
     return [
         name
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and any(f"{scope}." in f"{name}." for scope in scopes) and "lm_head" not in name
+        if isinstance(module, torch.nn.Linear) and part_of(name) in parts and "lm_head" not in name
     ]
 
 
@@ -217,11 +220,13 @@ def with_fp32_masters(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def part_of(parameter_name: str) -> str:
-    """The part a parameter belongs to: the vision tower, the connector, else the language model (head included)."""
-    if "vision_tower." in parameter_name:
-        return "vision_tower"
-    if any(f"{name}." in parameter_name for name in CONNECTOR_NAMES):
+    """The part a parameter (or module) belongs to: the connector, the vision tower, else the language model (head
+    included)."""
+    pieces = parameter_name.split(".")
+    if any(name in pieces for name in CONNECTOR_NAMES):
         return "connector"
+    if any(name in pieces for name in VISION_TOWER_NAMES):
+        return "vision_tower"
     return "language_model"
 
 

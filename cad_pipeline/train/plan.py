@@ -24,7 +24,7 @@ from cad_pipeline.dataset.corpus import Corpus, model_path
 from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_models, planned_scales
 from cad_pipeline.partition import MANIFEST
 from cad_pipeline.train.config import TrainConfig
-from cad_pipeline.train.data import Sample, length_grouped_batches
+from cad_pipeline.train.data import Sample, image_inputs, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, answer_targets, make_optimizer, optimizer_step, plan_steps, prefetched_batches
 from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
@@ -186,9 +186,10 @@ def project_scales(
     return projections
 
 
-def model_shape(model, dtype: torch.dtype) -> ModelShape:
-    """The memory model's view of a LLaVA-style model (text_config / vision_config) as its train mode set it up:
-    every parameter trainable in full mode, the adapters and the connector with LoRA."""
+def model_shape(model, processor, image: Path, dtype: torch.dtype) -> ModelShape:
+    """The memory model's view of a LLaVA- or Qwen2-VL-style model (text_config / vision_config) as its train mode
+    set it up: every parameter trainable in full mode, the adapters and the connector with LoRA. `image` is one the
+    model trains on, which sets the tower's tokens where the resolution is dynamic."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text, vision = base.config.text_config, base.config.vision_config
     size = torch.tensor([], dtype=dtype).element_size()
@@ -200,13 +201,23 @@ def model_shape(model, dtype: torch.dtype) -> ModelShape:
         intermediate=text.intermediate_size,
         heads=text.num_attention_heads,
         vocab=text.vocab_size,
-        image_tokens=getattr(base.config, "image_seq_length", 0) or 0,
-        vision_layers=vision.num_hidden_layers,
-        vision_hidden=vision.hidden_size,
+        image_tokens=tower_tokens(base, processor, image),
+        vision_layers=getattr(vision, "depth", None) or vision.num_hidden_layers,
+        vision_hidden=getattr(vision, "embed_dim", None) or vision.hidden_size,
         vision_trained=trainable_parameters_by_part(model)["vision_tower"] > 0,
         weight_bytes=size,
         activation_bytes=size,
     )
+
+
+def tower_tokens(base, processor, image: Path) -> int:
+    """Tokens the vision tower works on per image: LLaVA's fixed `image_seq_length`, or the patches of the image's
+    grid where the resolution is dynamic (Qwen2-VL), before the connector merges them."""
+    fixed = getattr(base.config, "image_seq_length", 0)
+    if fixed:
+        return int(fixed)
+    grid = image_inputs(processor, [image]).get("image_grid_thw")
+    return int(grid.prod()) if grid is not None else 0
 
 
 def measured_train_shape(measurement: StepMeasurement, config: TrainConfig) -> TrainShape:
@@ -335,7 +346,7 @@ def make_plan(
     per_model = len(session.train.samples) / train_models
     projections = project_scales(measurement, config, per_model, (scale, train_models), scales, render_models_per_second)
     budget = budget_bytes or device_memory_bytes(session.device)
-    factor, rows = memory_plan(model_shape(session.model, session.dtype), measurement, config, budget, session.device.type == "cuda")
+    factor, rows = memory_plan(model_shape(session.model, session.processor, session.train.samples[0].image, session.dtype), measurement, config, budget, session.device.type == "cuda")
     left_out = len(session.train.too_long) + len(session.val.too_long)
     return TrainingPlan(measurement, projections, render_models_per_second, factor, budget, rows, config.max_length, left_out)
 

@@ -9,7 +9,7 @@ import torch
 
 from cad_pipeline.partition import IMAGES, TRAIN_JSON, VAL_JSON
 from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype
-from cad_pipeline.train.data import SampleSet, conversation_texts, first_views_first, prepare_samples, read_records
+from cad_pipeline.train.data import SampleSet, conversation_texts, first_views_first, positions_by_modality, prepare_samples, read_records
 from cad_pipeline.train.image_use import model_of_image
 from cad_pipeline.train.model import BaseModel, compile_layers, flash_attention_available, load_base_model, make_trainable, resolved_max_length
 
@@ -59,5 +59,14 @@ def open_session(config: TrainConfig, partition_dir: Path, work_dir: Path) -> Tr
 
 
 def packs(config: TrainConfig, device: torch.device, base: BaseModel) -> bool:
-    """Whether batches are packed into one row: 'on', or 'auto' where FlashAttention runs the model."""
+    """Whether batches are packed into one row: 'on', or 'auto' where FlashAttention runs the model. Never for a
+    model that places its rotary positions by the image grid (Qwen2-VL's M-RoPE): restarting position ids per
+    sample is what packing relies on, and those positions are computed by the model itself."""
+    if positions_by_modality(base.processor):
+        if config.packing == "on":
+            raise ValueError(
+                f"packing 'on' cannot pack {base.source}: it computes 3D rotary positions from each image's grid, which a packed "
+                "row's restarting position ids would replace; set packing to 'auto' or 'off'"
+            )
+        return False
     return config.packing == "on" or (config.packing == "auto" and flash_attention_available(device) and base.attention == "flash_attention_2")

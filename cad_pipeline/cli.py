@@ -202,7 +202,6 @@ def _add_partition_argument(parser: argparse.ArgumentParser) -> None:
 def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan-steps", type=_at_least(int, 1), default=20, help="training steps the plan times")
     parser.add_argument("--plan-warmup", type=_at_least(int, 0), default=3, help="untimed steps before them")
-    parser.add_argument("--memory-budget-gib", type=_at_least(float, 0.0), default=0.0, help="memory budget of the planner (0: the device's)")
 
 
 def _add_train_options(parser: argparse.ArgumentParser, chosen_by_command: dict[str, str] | None = None, left_out: tuple[str, ...] = ()) -> None:
@@ -289,6 +288,12 @@ def _train(args) -> int:
     before, after = run.validation_before_and_after
     print(f"{len(run.state.steps)} steps in {run.seconds:.1f} s ({run.seconds_per_step:.2f} s/step), validation loss {before:.4f} -> {after:.4f}")
     print(f"trained: {run.params['trained_parts']}")
+    if run.config.auto_batch_size:
+        measured = max(record.peak_memory_bytes for record in run.state.steps) / 2**30
+        print(
+            f"auto batch size: {run.config.batch_size} per micro-batch x {run.config.gradient_accumulation} accumulated, planned peak "
+            f"{run.params['auto_batch_planned_peak_bytes'] / 2**30:.2f} GiB within {run.params['auto_batch_budget_bytes'] / 2**30:.2f} GiB; measured peak {measured:.2f} GiB"
+        )
     saved = run.saved_validation
     print(f"saved ({run.params['train_mode_resolved']}, weights of step {saved.step}, epoch {saved.epoch:.3g}): {run.adapter}")
     print(f"MLflow run: {run.run_url} (start the UI with: {_mlflow_ui_command(tracking)})")
@@ -307,7 +312,7 @@ def _estimate(args) -> int:
     folder = _partition_dir(args)
     corpus = settings_from_environment().corpus_path
     config = _train_config(args)
-    plan = plan_partition(config, folder, corpus, args.scale or folder.name, args.plan_steps, args.plan_warmup, args.memory_budget_gib * 2**30)
+    plan = plan_partition(config, folder, corpus, args.scale or folder.name, args.plan_steps, args.plan_warmup)
     projections, memory = plan.markdown()
     print(f"base model: {described(config.base_model)}, measured on {plan.measurement.device}")
     print(f"max_length {plan.max_length} tokens: {plan.samples_left_out} train and validation samples are longer and left out")
@@ -634,7 +639,7 @@ def _materialize(args) -> int:
     if args.scale not in scales:
         raise UsageError(f"unknown scale {args.scale!r}; configured scales: {', '.join(scales)} (set CAD_PIPELINE_SCALES to change them)")
     training = _train_config(args).to_json()
-    plan = {"measure_steps": args.plan_steps, "warmup_steps": args.plan_warmup, "memory_budget_gib": args.memory_budget_gib}
+    plan = {"measure_steps": args.plan_steps, "warmup_steps": args.plan_warmup}
     op_config = {"training_plan": {**training, **plan}, "lora_adapter": training, "evaluation": _evaluation_config(args).to_json()}
     labels = _step_labels(job, names, args.scale)
     run_id = str(uuid.uuid4())  # chosen here so the listener can be registered before the run's first event

@@ -466,3 +466,58 @@ def test_saving_publishes_a_whole_new_version_and_a_failed_save_keeps_the_last_o
     save_trained(model, base.processor, config, target)
     assert os.readlink(target) != first and [path.name for path in versions.iterdir()] == [Path(os.readlink(target)).name]
     assert load_trained(target).config.train_mode == "full"
+
+
+def test_auto_batch_size_takes_the_largest_micro_batch_that_fits_keeps_the_effective_batch_and_leaves_the_weights(tiny_setup, tmp_path, monkeypatch):
+    from cad_pipeline.train.data import SampleSet
+    from cad_pipeline.train.memory import GIB
+    from cad_pipeline.train import plan
+    from cad_pipeline.train.memory import TrainShape
+    from cad_pipeline.train.plan import choose_batch, largest_fitting_batch, model_shape, planned_peak
+    from cad_pipeline.train.run import AUTO_BATCH_FILE, batch_choice
+    from cad_pipeline.train.session import TrainingSession
+
+    folder, records, model_dir = tiny_setup
+    config, base = _loaded(model_dir, train_mode="full", batch_size=4, gradient_accumulation=2, auto_batch_size=True)
+    samples = prepare_samples(records[:12], folder / "images", base.processor, 4096).samples
+    session = TrainingSession(config, CPU, torch.float32, base, make_trainable(base.model, config), SampleSet(samples, []), SampleSet([], []), False)
+    before = {name: parameter.detach().clone() for name, parameter in session.model.named_parameters()}
+    torch.manual_seed(5)
+    untouched = torch.rand(3)
+    torch.manual_seed(5)
+    roomy = choose_batch(session, 1000 * GIB)
+    assert (roomy.batch_size, roomy.gradient_accumulation) == (8, 1) and roomy.planned_peak_bytes <= 1000 * GIB and 0 < roomy.measured_peak_bytes <= 1000 * GIB
+    assert all(torch.equal(parameter, before[name]) and parameter.grad is None for name, parameter in session.model.named_parameters())
+    assert torch.equal(torch.rand(3), untouched), "the calibration steps leave the random state as they found it"
+    with pytest.raises(ValueError, match=r"auto_batch_size: even one sample per micro-batch is planned at .* over the budget"):
+        choose_batch(session, 1.0)
+
+    measured = plan._measured
+    tried = []
+
+    def out_of_memory_above_two(session, micro, accumulation, warmup, steps):
+        tried.append(micro)
+        if micro > 2:
+            raise torch.OutOfMemoryError("test")
+        return measured(session, micro, accumulation, warmup, steps)
+
+    monkeypatch.setattr(plan, "_measured", out_of_memory_above_two)
+    stepped = choose_batch(session, 1000 * GIB)
+    assert tried == [1, 8, 4, 2] and (stepped.batch_size, stepped.gradient_accumulation) == (2, 4), "a micro-batch the device cannot run is stepped down from"
+    assert all(torch.equal(parameter, before[name]) for name, parameter in session.model.named_parameters())
+
+    shape = model_shape(session.model, base.processor, samples[0].image, torch.float32)
+    longest = TrainShape(1, 1, max(sample.length for sample in samples), False, 0.5)
+    planned = {micro: planned_peak(shape, longest, micro, 8, 1.0, 0.0) for micro in (1, 2, 4, 8)}
+    assert planned[1] < planned[2] < planned[4] < planned[8]
+    proposed = largest_fitting_batch(shape, longest, 8, 1.0, 0.0, planned[4] + 1)
+    assert (proposed.batch_size, proposed.gradient_accumulation, proposed.planned_peak_bytes) == (4, 2, planned[4])
+    assert largest_fitting_batch(shape, longest, 6, 1.0, 0.0, planned[4] + 1).batch_size == 3, "a divisor of the effective batch"
+    with pytest.raises(ValueError, match="auto_batch_size: even one sample per micro-batch is planned at .* over the budget"):
+        largest_fitting_batch(shape, longest, 8, 1.0, 0.0, planned[1] - 1)
+
+    checkpoints = tmp_path / "checkpoints"
+    chosen = batch_choice(replace(session, config=replace(config, memory_budget_gib=1000.0)), checkpoints)
+    assert (checkpoints / AUTO_BATCH_FILE).is_file() and chosen.batch_size == 2
+    resumed = batch_choice(replace(session, config=replace(config, memory_budget_gib=1e-9)), checkpoints)
+    assert resumed == chosen, "a resumed run keeps the micro-batch it started with, whatever the budget now"

@@ -36,7 +36,6 @@ TrainingConfig = config_class("TrainingConfig", TrainConfig, "Fine-tuning settin
 class PlanConfig(TrainingConfig):
     measure_steps: int = pydantic.Field(default=20, ge=1, description="optimizer steps timed (after the warm-up)")
     warmup_steps: int = pydantic.Field(default=3, ge=0, description="optimizer steps run first and not timed")
-    memory_budget_gib: float = pydantic.Field(default=0.0, ge=0.0, description="memory budget of the planner (0: the device's memory)")
 
 
 @dg.asset(
@@ -61,7 +60,7 @@ def training_plan(context: dg.AssetExecutionContext, config: PlanConfig, setting
     options = from_values(TrainConfig, config)
     context.log.info(f"{scale}: timing {config.measure_steps} optimizer steps after {config.warmup_steps} warm-up")
     plan = plan_partition(
-        options, folder, settings.corpus_path, scale, config.measure_steps, config.warmup_steps, config.memory_budget_gib * 2**30, settings.workers
+        options, folder, settings.corpus_path, scale, config.measure_steps, config.warmup_steps, settings.workers
     )
     atomic_write_bytes(folder / PLAN, json.dumps(plan.to_json(options), indent=1).encode())
     projections, memory = plan.markdown()

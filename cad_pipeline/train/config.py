@@ -24,6 +24,12 @@ class TrainConfig:
     max_steps: int = option(0, "stop after this many optimizer steps (0: no limit)", minimum=0)
     batch_size: int = option(4, "samples per micro-batch", minimum=1, maximum=65536)
     gradient_accumulation: int = option(1, "micro-batches per optimizer step", minimum=1, maximum=65536)
+    auto_batch_size: bool = option(
+        False,
+        "train with the largest micro-batch the memory planner, calibrated by a few steps at one sample, says fits "
+        "memory_budget_gib; it divides batch_size x gradient_accumulation, the effective batch, and accumulation makes up the rest",
+    )
+    memory_budget_gib: float = option(0.0, "memory the planner (the plan's table, auto_batch_size) plans for (0: the device's memory)", minimum=0.0)
     learning_rate: float = option(2e-4, "peak learning rate of the cosine schedule", minimum=0.0, maximum=10.0)
     warmup_ratio: float = option(0.03, "share of the optimizer steps spent warming the learning rate up from 0", minimum=0.0, maximum=1.0)
     weight_decay: float = option(0.0, "AdamW weight decay", minimum=0.0, maximum=10.0)

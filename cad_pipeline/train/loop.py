@@ -184,10 +184,28 @@ def validation_loss(model, samples: list[Sample], processor, config: TrainConfig
     return float(total) / count
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak: CUDA's allocator statistics, or on Linux the process's resident high-water mark (writing 5
+    to /proc/self/clear_refs), so each step reports its own peak rather than the largest since the process began."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        pass  # not Linux: the peak stays the process's own
+
+
 def peak_memory_bytes(device: torch.device) -> int:
+    """The peak since `reset_peak_memory`: allocated CUDA memory, or the resident set's high-water mark (VmHWM)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def train(
@@ -280,8 +298,7 @@ def answer_targets(group: list[list[Sample]]) -> int:
 def optimizer_step(model, optimizer, learning_rate, micro_batches: Iterable[tuple[Batch, float]], targets: int, config, device, dtype, state) -> StepRecord:
     """`micro_batches` (made ahead, with the seconds waited for each) are pulled as the step needs them."""
     started = time.perf_counter()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     total_loss, real, padded, waited = torch.zeros((), device=device), 0, 0, 0.0
     for made, wait in micro_batches:
         waited += wait

@@ -13,7 +13,8 @@ import os
 import resource
 import statistics
 from itertools import islice
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ from cad_pipeline.partition import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, image_inputs, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, answer_targets, make_optimizer, optimizer_step, plan_steps, prefetched_batches
-from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, ModelShape, TrainShape, calibrate, fitting_configurations, memory_table_markdown
+from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, GIB, ModelShape, TrainShape, calibrate, estimate_memory, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
 from cad_pipeline.train.presets import described
 from cad_pipeline.train.session import open_session
@@ -241,6 +242,103 @@ def plan_overhead(measurement: StepMeasurement, on_gpu: bool) -> float:
     return DEFAULT_OVERHEAD_BYTES if on_gpu else float(measurement.baseline_memory_bytes)
 
 
+@dataclass(frozen=True)
+class BatchChoice:
+    """The micro-batch `auto_batch_size` chose, what the planner said of it and the peak measured when it was tried."""
+
+    batch_size: int
+    gradient_accumulation: int
+    planned_peak_bytes: float
+    measured_peak_bytes: float
+    budget_bytes: float
+    calibration: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+CALIBRATION_STEPS = (1, 2)
+"""(warm-up, timed) optimizer steps at one sample per micro-batch that calibrate the planner for `auto_batch_size`."""
+
+
+def choose_batch(session, budget_bytes: float = 0.0) -> BatchChoice:
+    """The largest micro-batch dividing the effective batch (batch_size x gradient_accumulation) that fits the budget
+    (the device's memory unless given), accumulation making up the rest.
+
+    The planner, calibrated by a few steps at one sample per micro-batch (which fits wherever anything does),
+    proposes the largest micro-batch it plans within the budget; one step on the epoch's longest batch then
+    measures it, and a smaller one is tried while the measured peak is over the budget (or the device runs out of
+    memory), so the choice never rests on the plan alone. The weights and the random state are put back
+    afterwards: the run trains as if these steps had never been taken."""
+    config = session.config
+    effective = config.batch_size * config.gradient_accumulation
+    budget = budget_bytes or device_memory_bytes(session.device)
+    warmup, steps = CALIBRATION_STEPS
+    with _weights_kept(session.model):
+        single = _measured(session, 1, 1, warmup, steps)
+    shape = model_shape(session.model, session.processor, session.train.samples[0].image, session.dtype)
+    factor = calibrate(shape, measured_train_shape(single, replace(config, batch_size=1, gradient_accumulation=1)), single.peak_memory_bytes, single.baseline_memory_bytes, overhead=0.0)
+    longest = TrainShape(1, 1, single.max_padded_length, config.gradient_checkpointing, single.answer_fraction)
+    overhead = plan_overhead(single, session.device.type == "cuda")
+    proposed = largest_fitting_batch(shape, longest, effective, factor, overhead, budget)
+    context = DEFAULT_OVERHEAD_BYTES if session.device.type == "cuda" else 0.0  # a CUDA peak leaves out context and slack
+    tried = []
+    for micro in (size for size in range(proposed.batch_size, 0, -1) if effective % size == 0):
+        with _weights_kept(session.model):
+            try:
+                peak = _measured(session, micro, effective // micro, 1, 1).peak_memory_bytes + context
+            except torch.OutOfMemoryError:
+                peak = math.inf
+        if peak <= budget:
+            return BatchChoice(micro, effective // micro, planned_peak(shape, longest, micro, effective, factor, overhead), peak, budget, factor)
+        tried.append(f"{micro} ({peak / GIB:.2f} GiB)")
+    raise ValueError(
+        f"auto_batch_size: no micro-batch fits the budget of {budget / GIB:.2f} GiB as measured (peaks: {', '.join(tried)}); "
+        f"enable gradient_checkpointing, lower max_length (longest sample now {single.max_padded_length} tokens) or raise memory_budget_gib"
+    )
+
+
+def _measured(session, micro: int, accumulation: int, warmup: int, steps: int) -> StepMeasurement:
+    """Steps at this micro-batch, the epoch's longest batch among the warm-up ones."""
+    config = replace(session.config, batch_size=micro, gradient_accumulation=accumulation)
+    return measure_steps(session.model, session.processor, session.train.samples, config, session.device, session.dtype, session.packed, steps, warmup)
+
+
+@contextmanager
+def _weights_kept(model):
+    """The trained weights and the random state as they were before the block, gradients cleared, memory freed."""
+    trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    weights = [parameter.detach().clone() for parameter in trained]
+    random_state = torch.random.get_rng_state()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for parameter, saved in zip(trained, weights, strict=True):
+                parameter.copy_(saved)
+                parameter.grad = None
+        torch.random.set_rng_state(random_state)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def largest_fitting_batch(shape: ModelShape, longest: TrainShape, effective: int, factor: float, overhead: float, budget: float) -> BatchChoice:
+    """The largest divisor of `effective` whose planned peak, at `longest`'s padded length, is within `budget`."""
+    for micro in (size for size in range(effective, 0, -1) if effective % size == 0):
+        planned = planned_peak(shape, longest, micro, effective, factor, overhead)
+        if planned <= budget:
+            return BatchChoice(micro, effective // micro, planned, math.nan, budget, factor)
+    raise ValueError(
+        f"auto_batch_size: even one sample per micro-batch is planned at {planned / GIB:.2f} GiB, over the budget of "
+        f"{budget / GIB:.2f} GiB; enable gradient_checkpointing, lower max_length (longest sample now {longest.max_length} "
+        "tokens) or raise memory_budget_gib"
+    )
+
+
+def planned_peak(shape: ModelShape, longest: TrainShape, micro: int, effective: int, factor: float, overhead: float) -> float:
+    return estimate_memory(shape, replace(longest, batch_size=micro, gradient_accumulation=effective // micro), factor, overhead).total
+
+
 def device_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
@@ -337,7 +435,6 @@ def make_plan(
     scale: str,
     scales: list[tuple[str, int]],
     render_models_per_second: float,
-    budget_bytes: float = 0.0,
 ) -> TrainingPlan:
     """`scales` lists (name, train models) of every configured scale, this one included."""
     config = session.config
@@ -345,7 +442,7 @@ def make_plan(
     train_models = dict(scales)[scale]
     per_model = len(session.train.samples) / train_models
     projections = project_scales(measurement, config, per_model, (scale, train_models), scales, render_models_per_second)
-    budget = budget_bytes or device_memory_bytes(session.device)
+    budget = config.memory_budget_gib * GIB or device_memory_bytes(session.device)
     factor, rows = memory_plan(model_shape(session.model, session.processor, session.train.samples[0].image, session.dtype), measurement, config, budget, session.device.type == "cuda")
     left_out = len(session.train.too_long) + len(session.val.too_long)
     return TrainingPlan(measurement, projections, render_models_per_second, factor, budget, rows, config.max_length, left_out)
@@ -356,7 +453,7 @@ RENDER_SAMPLE_MODELS = 12
 
 
 def plan_partition(
-    config: TrainConfig, partition_dir: Path, corpus_root: Path, scale: str, steps: int, warmup: int, budget_bytes: float = 0.0, workers: int = 0
+    config: TrainConfig, partition_dir: Path, corpus_root: Path, scale: str, steps: int, warmup: int, workers: int = 0
 ) -> TrainingPlan:
     """The plan for one partition folder: the scales its corpus can fill, a render-rate measurement, the timed steps."""
     manifest = pd.read_parquet(partition_dir / MANIFEST)
@@ -364,4 +461,4 @@ def plan_partition(
     files = [model_path(corpus.root, model_id) for model_id in manifest[manifest.selected].id[:RENDER_SAMPLE_MODELS]]
     rate = render_rate(files, workers)
     session = open_session(config, partition_dir, partition_dir / "training_plan_model")
-    return make_plan(session, steps, warmup, scale, scales_of(corpus, manifest, scale), rate, budget_bytes)
+    return make_plan(session, steps, warmup, scale, scales_of(corpus, manifest, scale), rate)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mlflow.entities import Metric, Param
@@ -14,7 +14,9 @@ from mlflow.entities import Metric, Param
 from cad_pipeline.train.image_use import ImageUse, measure_image_use, model_of_image
 from cad_pipeline.train.config import TrainConfig, resolved_train_mode
 from cad_pipeline.train.loop import StepRecord, TrainState, ValidationRecord, train, validation_loss
+from cad_pipeline.train.memory import GIB
 from cad_pipeline.train.model import save_trained, trainable_parameters, trainable_parameters_by_part, trained_parts
+from cad_pipeline.train.plan import BatchChoice, choose_batch
 from cad_pipeline.train.presets import preset_name
 from cad_pipeline.train.session import open_session
 from cad_pipeline.train.tracking import Tracking, log_step, loss_curve_png
@@ -24,6 +26,7 @@ ADAPTER_NAME = "adapter"
 RUN_FILE = "run.json"
 """In the trained model's folder: the MLflow run that trained it, so its evaluation is logged next to it."""
 LOSS_CURVE_FILE = "loss_curve.png"
+AUTO_BATCH_FILE = "auto_batch.json"
 PARAM_VALUE_LIMIT = 6000
 """MLflow's longest param value; paths beyond it are cut rather than failing the run."""
 
@@ -75,7 +78,9 @@ def run_training(
             "`bench train`, `bench plan`); give a real model folder, or set train_preset (--train-preset) to train it anyway"
         )
     session = open_session(config, partition_dir, out_dir)
-    config = session.config
+    checkpoints = out_dir / "checkpoints" / settings_key(session.config)
+    batch = batch_choice(session, checkpoints) if config.auto_batch_size else None
+    config = replace(session.config, batch_size=batch.batch_size, gradient_accumulation=batch.gradient_accumulation) if batch else session.config
     parts = trained_parts(session.model, config)
     client = tracking.client()
     experiment = tracking.experiment_id(client)
@@ -96,6 +101,7 @@ def run_training(
         "trained_parts": ", ".join(f"{part}: {how}" for part, how in parts.items()),
         "resolved_device": str(session.device),
         "resolved_dtype": str(session.dtype),
+        **({f"auto_batch_{key}": value for key, value in batch.to_json().items()} if batch else {}),
     }
     client.log_batch(run_id, params=[Param(key, str(value)[:PARAM_VALUE_LIMIT]) for key, value in params.items()])
     models = [model_of_image(sample.image) for sample in session.val.samples]
@@ -117,7 +123,7 @@ def run_training(
     try:
         state = train(
             session.model, session.processor, session.train.samples, session.val.samples, config, session.device, session.dtype,
-            out_dir / "checkpoints" / settings_key(config), session.packed,
+            checkpoints, session.packed,
             on_step=lambda record: (log_step(client, run_id, record), report and report(record)),
             on_validation=on_validation,
         )  # fmt: skip
@@ -162,6 +168,18 @@ def log_image_use(client, run_id: str, image_use: dict[str, ImageUse | None], st
     ]
     if metrics:
         client.log_batch(run_id, metrics=metrics)
+
+
+def batch_choice(session, checkpoints: Path) -> BatchChoice:
+    """The micro-batch `auto_batch_size` chose for this run: chosen once and kept beside its checkpoints, so a resumed
+    run goes on with the batches it started with."""
+    saved = checkpoints / AUTO_BATCH_FILE
+    if saved.is_file():
+        return BatchChoice(**json.loads(saved.read_text()))
+    choice = choose_batch(session, session.config.memory_budget_gib * GIB)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(choice.to_json()))
+    return choice
 
 
 def settings_key(config: TrainConfig) -> str:

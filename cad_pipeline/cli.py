@@ -575,7 +575,7 @@ def _bench_plan(args) -> int:
     print(f"projected epoch: {check.projected_epoch_seconds:.2f} s (from {args.plan_steps} timed steps after {args.plan_warmup})")
     print(f"measured epoch: {check.measured_epoch_seconds:.2f} s (sum of the optimizer steps' times)")
     print(f"projected / measured: {check.ratio:.4f} (target: within 0.8-1.2)")
-    print(f"peak memory: planned {check.predicted_peak_bytes / 2**30:.2f} GiB (calibrated on the timed steps), measured {check.measured_peak_bytes / 2**30:.2f} GiB")
+    print(f"peak memory: planned {check.predicted_peak_bytes / 2**30:.2f} GiB (calibrated by steps at 1 and 2 samples per micro-batch), measured {check.measured_peak_bytes / 2**30:.2f} GiB")
     return 0
 
 

@@ -12,6 +12,7 @@ from cad_pipeline.train.memory import (
     ModelShape,
     TrainShape,
     calibrate,
+    fit_calibration,
     estimate_memory,
     fitting_configurations,
     memory_table_markdown,
@@ -199,6 +200,29 @@ def test_calibrate_clamps_absurd_peaks():
     assert calibrate(OPENECAD, OPENECAD_RECIPE, below_the_weights) == low
 
 
+def test_fit_calibration_separates_what_grows_with_the_batch_from_what_does_not():
+    """Peaks made of a known factor and a constant the model does not have: a single-step factor would carry the
+    constant into every larger batch; the fit recovers both, and the plan then lies on or above every step."""
+    baseline, constant = 0.7e9, 600e6
+    steps = [(replace(OPENECAD_RECIPE, batch_size=micro), baseline + estimate_memory(OPENECAD, replace(OPENECAD_RECIPE, batch_size=micro), 1.3, 0).total + constant) for micro in (1, 2)]
+    factor, slack = fit_calibration(OPENECAD, steps, baseline, overhead=0)
+    assert factor == pytest.approx(1.3, rel=1e-9) and slack == pytest.approx(constant, rel=1e-6)
+    eight = replace(OPENECAD_RECIPE, batch_size=8)
+    truth = estimate_memory(OPENECAD, eight, 1.3, 0).total + constant
+    assert estimate_memory(OPENECAD, eight, factor, 0, slack).total == pytest.approx(truth, rel=1e-9)
+    single = calibrate(OPENECAD, steps[0][0], steps[0][1], baseline, overhead=0)
+    assert estimate_memory(OPENECAD, eight, single, 0).total > truth + 5 * constant, "one step's factor over-promises larger batches"
+
+    noisy = [(train, peak + (25e6 if train.batch_size == 1 else 0)) for train, peak in steps] + [(replace(OPENECAD_RECIPE, batch_size=4), steps[1][1] + 2 * (steps[1][1] - steps[0][1]))]
+    factor, slack = fit_calibration(OPENECAD, noisy, baseline, overhead=0)
+    assert all(baseline + estimate_memory(OPENECAD, train, factor, 0, slack).total >= peak - 1 for train, peak in noisy), "no measured step is under-promised"
+
+
+def test_fit_calibration_of_steps_alike_in_size_is_the_single_step_factor():
+    peak = estimate_memory(OPENECAD, OPENECAD_RECIPE, 1.7).total
+    assert fit_calibration(OPENECAD, [(OPENECAD_RECIPE, peak - 1e6), (OPENECAD_RECIPE, peak)]) == (pytest.approx(1.7, rel=1e-12), 0.0)
+
+
 def _whole_grid(model, calibration):
     return fitting_configurations(model, float("inf"), calibration)
 
@@ -300,5 +324,6 @@ def test_estimate_to_json_is_whole_bytes_with_total():
         "activations": 3048,
         "logits": 500,
         "overhead": 0,
+        "slack": 0,
         "total": 7148,
     }

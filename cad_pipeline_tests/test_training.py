@@ -473,7 +473,7 @@ def test_auto_batch_size_takes_the_largest_micro_batch_that_fits_keeps_the_effec
     from cad_pipeline.train.memory import GIB
     from cad_pipeline.train import plan
     from cad_pipeline.train.memory import TrainShape
-    from cad_pipeline.train.plan import choose_batch, largest_fitting_batch, model_shape, planned_peak
+    from cad_pipeline.train.plan import MemoryCalibration, choose_batch, largest_fitting_batch, model_shape, planned_peak
     from cad_pipeline.train.run import AUTO_BATCH_FILE, batch_choice
     from cad_pipeline.train.session import TrainingSession
 
@@ -503,18 +503,18 @@ def test_auto_batch_size_takes_the_largest_micro_batch_that_fits_keeps_the_effec
 
     monkeypatch.setattr(plan, "_measured", out_of_memory_above_two)
     stepped = choose_batch(session, 1000 * GIB)
-    assert tried == [1, 8, 4, 2] and (stepped.batch_size, stepped.gradient_accumulation) == (2, 4), "a micro-batch the device cannot run is stepped down from"
+    assert tried == [1, 2, 8, 4, 2] and (stepped.batch_size, stepped.gradient_accumulation) == (2, 4), "a micro-batch the device cannot run is stepped down from"
     assert all(torch.equal(parameter, before[name]) for name, parameter in session.model.named_parameters())
 
     shape = model_shape(session.model, base.processor, samples[0].image, torch.float32)
-    longest = TrainShape(1, 1, max(sample.length for sample in samples), False, 0.5)
-    planned = {micro: planned_peak(shape, longest, micro, 8, 1.0, 0.0) for micro in (1, 2, 4, 8)}
+    calibration = MemoryCalibration(shape, TrainShape(1, 1, max(sample.length for sample in samples), False, 0.5), 1.0, 0.0, 0.0)
+    planned = {micro: planned_peak(calibration, micro, 8) for micro in (1, 2, 4, 8)}
     assert planned[1] < planned[2] < planned[4] < planned[8]
-    proposed = largest_fitting_batch(shape, longest, 8, 1.0, 0.0, planned[4] + 1)
+    proposed = largest_fitting_batch(calibration, 8, planned[4] + 1)
     assert (proposed.batch_size, proposed.gradient_accumulation, proposed.planned_peak_bytes) == (4, 2, planned[4])
-    assert largest_fitting_batch(shape, longest, 6, 1.0, 0.0, planned[4] + 1).batch_size == 3, "a divisor of the effective batch"
+    assert largest_fitting_batch(calibration, 6, planned[4] + 1).batch_size == 3, "a divisor of the effective batch"
     with pytest.raises(ValueError, match="auto_batch_size: even one sample per micro-batch is planned at .* over the budget"):
-        largest_fitting_batch(shape, longest, 8, 1.0, 0.0, planned[1] - 1)
+        largest_fitting_batch(calibration, 8, planned[1] - 1)
 
     checkpoints = tmp_path / "checkpoints"
     chosen = batch_choice(replace(session, config=replace(config, memory_budget_gib=1000.0)), checkpoints)

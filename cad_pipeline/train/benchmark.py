@@ -7,6 +7,7 @@ tokens per second over the same number of timed optimizer steps, after the same 
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,8 +22,7 @@ from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_sa
 from cad_pipeline.train.flops import flop_model
 from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
-from cad_pipeline.train.memory import estimate_memory
-from cad_pipeline.train.plan import measure_steps, measured_train_shape, memory_plan, model_shape, plan_overhead
+from cad_pipeline.train.plan import calibrate_memory, measure_steps, measured_train_shape
 from cad_pipeline.train.session import open_session, packs
 from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, compile_layers, load_base_model, resolved_max_length
 from cad_pipeline.train.tiny import write_tiny_model
@@ -194,17 +194,18 @@ class ProjectionCheck:
 def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_steps: int, plan_warmup: int, config: TrainConfig) -> ProjectionCheck:
     """Plan an epoch over `samples` training samples the way `training_plan` does, then train that epoch and time it."""
     session = open_session(replace(config, epochs=1, max_steps=0, checkpoint_every=0, validation_samples=1), partition_dir, work_dir)
-    chosen = session.train.samples[:samples]
+    session = replace(session, train=replace(session.train, samples=session.train.samples[:samples]))
+    chosen = session.train.samples
+    calibration = calibrate_memory(session)
     measurement = measure_steps(session.model, session.processor, chosen, session.config, session.device, session.dtype, session.packed, plan_steps, plan_warmup)
+    predicted = calibration.estimate(measured_train_shape(measurement, session.config))
     steps = plan_steps_for(len(chosen), session.config).steps_per_epoch
     built = str(work_dir / TINY_BASE_FOLDER) if session.config.base_model == "tiny" else session.config.base_model
     same_model = replace(session.config, base_model=built, train_mode=resolved_train_mode(session.config))
+    del session  # the planned model's memory would count in the trained one's peak
+    gc.collect()
     fresh = open_session(same_model, partition_dir, work_dir)
     state = train(fresh.model, fresh.processor, chosen, fresh.val.samples, fresh.config, fresh.device, fresh.dtype, work_dir / "checkpoints", fresh.packed)
     projected = measurement.run_seconds(steps)
-    on_gpu = session.device.type == "cuda"
-    shape = model_shape(session.model, session.processor, chosen[0].image, session.dtype)
-    factor, _ = memory_plan(shape, measurement, session.config, 0.0, on_gpu)
-    predicted = estimate_memory(shape, measured_train_shape(measurement, session.config), factor, plan_overhead(measurement, on_gpu))
     measured_peak = max(record.peak_memory_bytes for record in state.steps)
     return ProjectionCheck(len(chosen), steps, projected, sum(record.seconds for record in state.steps), predicted.total, measured_peak)

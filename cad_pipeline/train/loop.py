@@ -15,6 +15,7 @@ needs no state of its own.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import random
 import resource
@@ -186,15 +187,24 @@ def validation_loss(model, samples: list[Sample], processor, config: TrainConfig
 
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak: CUDA's allocator statistics, or on Linux the process's resident high-water mark (writing 5
-    to /proc/self/clear_refs), so each step reports its own peak rather than the largest since the process began."""
+    to /proc/self/clear_refs), so each step reports its own peak rather than the largest since the process began.
+    Memory the C allocator still holds from a larger step is returned to the system first, or it would count again."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    _release_freed_heap()
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
     except OSError:
         pass  # not Linux: the peak stays the process's own
+
+
+def _release_freed_heap() -> None:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: freed memory stays resident until reused
 
 
 def peak_memory_bytes(device: torch.device) -> int:

@@ -27,7 +27,7 @@ from cad_pipeline.partition import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, image_inputs, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, answer_targets, make_optimizer, optimizer_step, plan_steps, prefetched_batches
-from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, GIB, ModelShape, TrainShape, calibrate, estimate_memory, fitting_configurations, memory_table_markdown
+from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, GIB, MemoryEstimate, ModelShape, TrainShape, estimate_memory, fit_calibration, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
 from cad_pipeline.train.presets import described
 from cad_pipeline.train.session import open_session
@@ -100,7 +100,7 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    baseline = _resident_bytes() if device.type != "cuda" else int(torch.cuda.memory_allocated(device))
+    baseline = (_resident_bytes() if device.type != "cuda" else int(torch.cuda.memory_allocated(device))) - _model_bytes(model)
     records, state = [], TrainState()
     chosen = [[[samples[i] for i in batch] for batch in groups[index]] for index in warm_indices + timed_indices]
     stream = prefetched_batches((batch for group in chosen for batch in group), processor, packed)
@@ -226,14 +226,55 @@ def measured_train_shape(measurement: StepMeasurement, config: TrainConfig) -> T
     return TrainShape(config.batch_size, config.gradient_accumulation, measurement.max_padded_length, config.gradient_checkpointing, measurement.answer_fraction)
 
 
-def memory_plan(shape: ModelShape, measurement: StepMeasurement, config: TrainConfig, budget_bytes: float, on_gpu: bool):
-    """(calibration factor, configurations that fit the budget)."""
-    factor = calibrate(shape, measured_train_shape(measurement, config), measurement.peak_memory_bytes, measurement.baseline_memory_bytes, overhead=0.0)
-    lengths = sorted({512, 1024, 2048, 3072, 4096, measurement.max_padded_length})
-    rows = fitting_configurations(
-        shape, budget_bytes, factor, max_lengths=tuple(lengths), answer_fraction=measurement.answer_fraction, overhead=plan_overhead(measurement, on_gpu)
+@dataclass(frozen=True)
+class MemoryCalibration:
+    """The planner fitted to measured steps: `estimate` is then at or above what they held."""
+
+    shape: ModelShape
+    longest: TrainShape
+    """One sample per micro-batch at the epoch's longest padded sample."""
+    factor: float
+    slack_bytes: float
+    overhead_bytes: float
+
+    def estimate(self, train: TrainShape) -> MemoryEstimate:
+        return estimate_memory(self.shape, train, self.factor, self.overhead_bytes, self.slack_bytes)
+
+
+CALIBRATION_BATCHES = (1, 2)
+CALIBRATION_STEPS = (1, 2)
+"""(warm-up, timed) optimizer steps per calibration micro-batch: the warm-up step is the epoch's longest batch,
+the timed ones the smallest and the largest, so the peak includes the optimizer's state."""
+
+
+def calibrate_memory(session) -> MemoryCalibration:
+    """Steps on the epoch's longest batch at one and at two samples per micro-batch, smallest first (a CPU's
+    resident set would otherwise carry the larger step's memory into the smaller one's reading), fitted by
+    `fit_calibration`: what grows with the batch sets the factor, what does not the slack. The weights and the
+    random state are put back after every step."""
+    measured = []
+    for micro in CALIBRATION_BATCHES:
+        with _weights_kept(session.model):
+            try:
+                measured.append(_measured(session, micro, 1, *CALIBRATION_STEPS))
+            except torch.OutOfMemoryError:
+                if not measured:
+                    raise
+                break  # one sample fits, two do not: the single step calibrates alone
+    shape = model_shape(session.model, session.processor, session.train.samples[0].image, session.dtype)
+    longest = TrainShape(1, 1, measured[0].max_padded_length, session.config.gradient_checkpointing, measured[0].answer_fraction)
+    steps = [(replace(longest, batch_size=micro), measurement.peak_memory_bytes) for micro, measurement in zip(CALIBRATION_BATCHES, measured, strict=True)]
+    factor, slack = fit_calibration(shape, steps, measured[0].baseline_memory_bytes, overhead=0.0)
+    return MemoryCalibration(shape, longest, factor, slack, plan_overhead(measured[0], session.device.type == "cuda"))
+
+
+def memory_rows(calibration: MemoryCalibration, budget_bytes: float) -> list:
+    """Configurations that fit the budget, at the usual lengths and the epoch's longest sample."""
+    lengths = sorted({512, 1024, 2048, 3072, 4096, calibration.longest.max_length})
+    return fitting_configurations(
+        calibration.shape, budget_bytes, calibration.factor, max_lengths=tuple(lengths), answer_fraction=calibration.longest.answer_fraction,
+        overhead=calibration.overhead_bytes, slack=calibration.slack_bytes,
     )  # fmt: skip
-    return factor, rows
 
 
 def plan_overhead(measurement: StepMeasurement, on_gpu: bool) -> float:
@@ -252,35 +293,26 @@ class BatchChoice:
     measured_peak_bytes: float
     budget_bytes: float
     calibration: float
+    slack_bytes: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-CALIBRATION_STEPS = (1, 2)
-"""(warm-up, timed) optimizer steps at one sample per micro-batch that calibrate the planner for `auto_batch_size`."""
 
 
 def choose_batch(session, budget_bytes: float = 0.0) -> BatchChoice:
     """The largest micro-batch dividing the effective batch (batch_size x gradient_accumulation) that fits the budget
     (the device's memory unless given), accumulation making up the rest.
 
-    The planner, calibrated by a few steps at one sample per micro-batch (which fits wherever anything does),
-    proposes the largest micro-batch it plans within the budget; one step on the epoch's longest batch then
-    measures it, and a smaller one is tried while the measured peak is over the budget (or the device runs out of
-    memory), so the choice never rests on the plan alone. The weights and the random state are put back
-    afterwards: the run trains as if these steps had never been taken."""
+    The planner, calibrated by a few steps at one and two samples per micro-batch (`calibrate_memory`), proposes
+    the largest micro-batch it plans within the budget; one step on the epoch's longest batch then measures it,
+    and a smaller one is tried while the measured peak is over the budget (or the device runs out of memory), so
+    the choice never rests on the plan alone. The weights and the random state are put back afterwards: the run
+    trains as if these steps had never been taken."""
     config = session.config
     effective = config.batch_size * config.gradient_accumulation
     budget = budget_bytes or device_memory_bytes(session.device)
-    warmup, steps = CALIBRATION_STEPS
-    with _weights_kept(session.model):
-        single = _measured(session, 1, 1, warmup, steps)
-    shape = model_shape(session.model, session.processor, session.train.samples[0].image, session.dtype)
-    factor = calibrate(shape, measured_train_shape(single, replace(config, batch_size=1, gradient_accumulation=1)), single.peak_memory_bytes, single.baseline_memory_bytes, overhead=0.0)
-    longest = TrainShape(1, 1, single.max_padded_length, config.gradient_checkpointing, single.answer_fraction)
-    overhead = plan_overhead(single, session.device.type == "cuda")
-    proposed = largest_fitting_batch(shape, longest, effective, factor, overhead, budget)
+    calibration = calibrate_memory(session)
+    proposed = largest_fitting_batch(calibration, effective, budget)
     context = DEFAULT_OVERHEAD_BYTES if session.device.type == "cuda" else 0.0  # a CUDA peak leaves out context and slack
     tried = []
     for micro in (size for size in range(proposed.batch_size, 0, -1) if effective % size == 0):
@@ -290,11 +322,11 @@ def choose_batch(session, budget_bytes: float = 0.0) -> BatchChoice:
             except torch.OutOfMemoryError:
                 peak = math.inf
         if peak <= budget:
-            return BatchChoice(micro, effective // micro, planned_peak(shape, longest, micro, effective, factor, overhead), peak, budget, factor)
+            return BatchChoice(micro, effective // micro, planned_peak(calibration, micro, effective), peak, budget, calibration.factor, calibration.slack_bytes)
         tried.append(f"{micro} ({peak / GIB:.2f} GiB)")
     raise ValueError(
         f"auto_batch_size: no micro-batch fits the budget of {budget / GIB:.2f} GiB as measured (peaks: {', '.join(tried)}); "
-        f"enable gradient_checkpointing, lower max_length (longest sample now {single.max_padded_length} tokens) or raise memory_budget_gib"
+        f"enable gradient_checkpointing, lower max_length (longest sample now {calibration.longest.max_length} tokens) or raise memory_budget_gib"
     )
 
 
@@ -322,21 +354,21 @@ def _weights_kept(model):
             torch.cuda.empty_cache()
 
 
-def largest_fitting_batch(shape: ModelShape, longest: TrainShape, effective: int, factor: float, overhead: float, budget: float) -> BatchChoice:
-    """The largest divisor of `effective` whose planned peak, at `longest`'s padded length, is within `budget`."""
+def largest_fitting_batch(calibration: MemoryCalibration, effective: int, budget: float) -> BatchChoice:
+    """The largest divisor of `effective` whose planned peak, at the longest padded sample, is within `budget`."""
     for micro in (size for size in range(effective, 0, -1) if effective % size == 0):
-        planned = planned_peak(shape, longest, micro, effective, factor, overhead)
+        planned = planned_peak(calibration, micro, effective)
         if planned <= budget:
-            return BatchChoice(micro, effective // micro, planned, math.nan, budget, factor)
+            return BatchChoice(micro, effective // micro, planned, math.nan, budget, calibration.factor, calibration.slack_bytes)
     raise ValueError(
         f"auto_batch_size: even one sample per micro-batch is planned at {planned / GIB:.2f} GiB, over the budget of "
-        f"{budget / GIB:.2f} GiB; enable gradient_checkpointing, lower max_length (longest sample now {longest.max_length} "
+        f"{budget / GIB:.2f} GiB; enable gradient_checkpointing, lower max_length (longest sample now {calibration.longest.max_length} "
         "tokens) or raise memory_budget_gib"
     )
 
 
-def planned_peak(shape: ModelShape, longest: TrainShape, micro: int, effective: int, factor: float, overhead: float) -> float:
-    return estimate_memory(shape, replace(longest, batch_size=micro, gradient_accumulation=effective // micro), factor, overhead).total
+def planned_peak(calibration: MemoryCalibration, micro: int, effective: int) -> float:
+    return calibration.estimate(replace(calibration.longest, batch_size=micro, gradient_accumulation=effective // micro)).total
 
 
 def device_memory_bytes(device: torch.device) -> int:
@@ -345,6 +377,13 @@ def device_memory_bytes(device: torch.device) -> int:
     if device.type == "mps":
         return int(torch.mps.recommended_max_memory())
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _model_bytes(model) -> int:
+    """The weights and buffers in memory: the planner counts them itself, so the measured baseline leaves them out
+    (subtracted twice, they would shrink the activation factor and the plan would under-promise larger batches)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(tensor.numel() * tensor.element_size() for tensor in {id(t): t for t in tensors}.values())
 
 
 def _resident_bytes() -> int:
@@ -393,6 +432,7 @@ class TrainingPlan:
     projections: list[ScaleProjection]
     render_models_per_second: float
     memory_calibration: float
+    memory_slack_bytes: float
     memory_budget_bytes: float
     memory_rows: list
     max_length: int
@@ -410,6 +450,7 @@ class TrainingPlan:
             "projections": [asdict(p) for p in self.projections],
             "render_models_per_second": self.render_models_per_second,
             "memory_calibration": self.memory_calibration,
+            "memory_slack_bytes": self.memory_slack_bytes,
             "memory_budget_bytes": self.memory_budget_bytes,
         }
 
@@ -438,14 +479,14 @@ def make_plan(
 ) -> TrainingPlan:
     """`scales` lists (name, train models) of every configured scale, this one included."""
     config = session.config
+    calibration = calibrate_memory(session)  # before the larger steps, whose memory a CPU process may keep
     measurement = measure_steps(session.model, session.processor, session.train.samples, config, session.device, session.dtype, session.packed, steps, warmup)
     train_models = dict(scales)[scale]
     per_model = len(session.train.samples) / train_models
     projections = project_scales(measurement, config, per_model, (scale, train_models), scales, render_models_per_second)
     budget = config.memory_budget_gib * GIB or device_memory_bytes(session.device)
-    factor, rows = memory_plan(model_shape(session.model, session.processor, session.train.samples[0].image, session.dtype), measurement, config, budget, session.device.type == "cuda")
     left_out = len(session.train.too_long) + len(session.val.too_long)
-    return TrainingPlan(measurement, projections, render_models_per_second, factor, budget, rows, config.max_length, left_out)
+    return TrainingPlan(measurement, projections, render_models_per_second, calibration.factor, calibration.slack_bytes, budget, memory_rows(calibration, budget), config.max_length, left_out)
 
 
 RENDER_SAMPLE_MODELS = 12

@@ -16,6 +16,7 @@ needs no state of its own.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import random
 import resource
@@ -200,11 +201,19 @@ def reset_peak_memory(device: torch.device) -> None:
         pass  # not Linux: the peak stays the process's own
 
 
-def _release_freed_heap() -> None:
+@functools.cache
+def _malloc_trim():
+    """glibc's malloc_trim, looked up once; None where the C library has none."""
     try:
-        ctypes.CDLL(None).malloc_trim(0)
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
-        pass  # not glibc: freed memory stays resident until reused
+        return None
+
+
+def _release_freed_heap() -> None:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)  # elsewhere freed memory stays resident until reused
 
 
 def peak_memory_bytes(device: torch.device) -> int:

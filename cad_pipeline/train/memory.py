@@ -43,6 +43,7 @@ that the calibration used.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -204,10 +205,17 @@ def calibrate(
     such a factor to other batch sizes and lengths would be wrong by the same amount. A clamped factor no longer
     reproduces the peak; callers can detect that by comparing against the range.
     """
-    uncalibrated = estimate_memory(model, measured, 1.0, overhead)
-    activation_and_logits = uncalibrated.activations + uncalibrated.logits
-    fixed = uncalibrated.weights + uncalibrated.optimizer + uncalibrated.overhead
-    factor = (measured_peak_bytes - baseline_bytes - fixed) / activation_and_logits
+    fixed, scaled = _fixed_and_scaled(model, measured, overhead)
+    return _clamped((measured_peak_bytes - baseline_bytes - fixed) / scaled)
+
+
+def _fixed_and_scaled(model: ModelShape, train: TrainShape, overhead: float) -> tuple[float, float]:
+    """(weights + optimizer + overhead, activations + logits): the terms calibration leaves alone and the ones it scales."""
+    uncalibrated = estimate_memory(model, train, 1.0, overhead)
+    return uncalibrated.weights + uncalibrated.optimizer + uncalibrated.overhead, uncalibrated.activations + uncalibrated.logits
+
+
+def _clamped(factor: float) -> float:
     low, high = CALIBRATION_RANGE
     return min(max(factor, low), high)
 
@@ -233,21 +241,16 @@ def fit_calibration(
     alone decides how it grows. Steps too alike in size for a slope give the single-step factor for the
     largest peak and no slack.
     """
-    points = []
+    sizes, held = [], []
     for train, peak in steps:
-        uncalibrated = estimate_memory(model, train, 1.0, overhead)
-        fixed = uncalibrated.weights + uncalibrated.optimizer + uncalibrated.overhead
-        points.append((uncalibrated.activations + uncalibrated.logits, peak - baseline_bytes - fixed))
-    sizes = [size for size, _ in points]
+        fixed, scaled = _fixed_and_scaled(model, train, overhead)
+        sizes.append(scaled)
+        held.append(peak - baseline_bytes - fixed)
     if min(sizes) * MIN_SIZE_SPREAD > max(sizes):
         train, peak = max(steps, key=lambda step: step[1])
         return calibrate(model, train, peak, baseline_bytes, overhead=overhead), 0.0
-    mean_size = sum(sizes) / len(points)
-    mean_held = sum(held for _, held in points) / len(points)
-    slope = sum((size - mean_size) * (held - mean_held) for size, held in points) / sum((size - mean_size) ** 2 for size in sizes)
-    low, high = CALIBRATION_RANGE
-    factor = min(max(slope, low), high)
-    return factor, max(0.0, max(held - factor * size for size, held in points))
+    factor = _clamped(statistics.linear_regression(sizes, held).slope)
+    return factor, max(0.0, max(bytes_held - factor * size for size, bytes_held in zip(sizes, held)))
 
 
 def _usefulness_order(row: tuple[TrainShape, MemoryEstimate]):

@@ -188,12 +188,10 @@ def validation_loss(model, samples: list[Sample], processor, config: TrainConfig
 
 def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak: CUDA's allocator statistics, or on Linux the process's resident high-water mark (writing 5
-    to /proc/self/clear_refs), so each step reports its own peak rather than the largest since the process began.
-    Memory the C allocator still holds from a larger step is returned to the system first, or it would count again."""
+    to /proc/self/clear_refs), so each step reports its own peak rather than the largest since the process began."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
-    _release_freed_heap()
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
@@ -210,7 +208,9 @@ def _malloc_trim():
         return None
 
 
-def _release_freed_heap() -> None:
+def release_freed_heap() -> None:
+    """Hand memory the C allocator kept from earlier, larger steps back to the system, so a resident-set peak read
+    afterwards is the next steps' own. Costly enough to stay out of the training loop: measurements call it."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)  # elsewhere freed memory stays resident until reused

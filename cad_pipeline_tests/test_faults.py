@@ -224,20 +224,15 @@ VERSIONED = ("conversations", "lora_adapter", "evaluation")
 """Steps whose output is written as a version in a folder of its own, long enough to be killed half way."""
 
 
-def _run_steps(environment: dict, *args: str, kill: Callable[[subprocess.Popen], None] | None = None) -> dict[str, list[float]]:
-    """Run `cad-pipeline materialize --scale 10`, following its log: when each step started and finished (monotonic
-    seconds). `kill(run)` runs beside the log from the start of the step `--select` names; after the run ends no process
-    of its session may outlive it by more than a few seconds."""
+def _run_steps(environment: dict, *args: str, kill: Callable[[subprocess.Popen], None] | None = None) -> None:
+    """Run `cad-pipeline materialize --scale 10`. `kill(run)` runs beside the run from the first step's start line in
+    its log; after the run ends no process of its session may outlive it by more than a few seconds."""
     command = [str(CLI), "materialize", "--scale", "10", *SMALL_RUN, *args]
     run = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    times: dict[str, list[float]] = {}
     killer = threading.Thread(target=kill, args=(run,)) if kill else None
     for line in run.stderr:
-        found = re.search(r'(Started|Finished) execution of step "(\w+)"', line)
-        if found:
-            times.setdefault(found[2], []).append(time.monotonic())
-            if killer and found[1] == "Started" and killer.ident is None:
-                killer.start()
+        if killer and killer.ident is None and "Started execution of step" in line:
+            killer.start()
     run.wait(timeout=600)
     if killer:
         killer.join()
@@ -246,7 +241,13 @@ def _run_steps(environment: dict, *args: str, kill: Callable[[subprocess.Popen],
         time.sleep(0.2)
     assert not left, f"processes outlived the killed run: {[p.pid for p in left]}"
     assert kill or run.returncode == 0, f"materialize {' '.join(args)} exited {run.returncode}"
-    return times
+
+
+def _step_seconds(home: Path) -> dict[str, float]:
+    """Each finished step of the latest run in the instance at `home` and its duration, as Dagster recorded it."""
+    with dg.DagsterInstance.local_temp(tempdir=str(home)) as instance:
+        latest = instance.get_runs(limit=1)[0]
+        return {step.step_key: step.end_time - step.start_time for step in instance.get_run_step_stats(latest.run_id) if step.end_time}
 
 
 def _kill_after(seconds: float) -> Callable[[subprocess.Popen], None]:
@@ -302,16 +303,16 @@ def _whole_outputs(partition: PartitionFolder) -> dict:
 def test_kills_at_several_points_of_each_asset_leave_every_output_whole_and_the_next_run_finishes(tmp_path):
     environment = {**os.environ, "CAD_PIPELINE_DATA": str(tmp_path), "CAD_PIPELINE_SCALES": "10", "DAGSTER_HOME": str(tmp_path / "home")}
     assert subprocess.run([CLI, "sample", "--out", tmp_path / "deepcad", "--models", "30", "--seed", "3"], capture_output=True).returncode == 0
-    clean = _run_steps(environment)
+    _run_steps(environment)
+    clean = _step_seconds(tmp_path / "home")
     partition = PartitionFolder(tmp_path / "partitions" / "10")
     reference = _whole_outputs(partition)
     for asset, published in PUBLISHING.items():
-        started, finished = clean[asset]
         for kill_at in ("a third in", "publishing"):
             for path in REDONE.get(asset, ()):
                 (tmp_path / path).unlink() if (tmp_path / path).is_file() else shutil.rmtree(tmp_path / path, ignore_errors=True)
             before = set(partition.root.glob(published))
-            kill = _kill_after(0.3 * (finished - started)) if kill_at == "a third in" else _kill_when_publishing(partition.root, published)
+            kill = _kill_after(0.3 * clean[asset]) if kill_at == "a third in" else _kill_when_publishing(partition.root, published)
             _run_steps(environment, "--select", asset, kill=kill)
             outputs = _whole_outputs(partition)
             pd.testing.assert_frame_equal(outputs["manifest"], reference["manifest"])

@@ -13,8 +13,15 @@ from cad_pipeline.dataset.conversations import conversation
 from cad_pipeline.defs.training import uses_image_check
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, first_views_first, padded_batch, prepare_samples, question_and_answer
-from cad_pipeline.train.image_use import CLEAR_GAP_NATS, distinct_answer_share, measure_image_use, model_of_image, shuffled_images
-from cad_pipeline.train.loop import answer_loss, train, validation_loss
+from cad_pipeline.train.image_use import (
+    CLEAR_GAP_NATS,
+    distinct_answer_share,
+    measure_image_use,
+    model_of_image,
+    shuffled_images,
+    with_other_models_images,
+)
+from cad_pipeline.train.loop import answer_loss, contrast_pool, contrasted_backward, make_batch, train, validation_loss
 from cad_pipeline.train.model import load_base_model, make_trainable
 from cad_pipeline.train.tiny import write_tiny_model
 from cad_pipeline_tests.test_training import CPU, SMALL
@@ -40,6 +47,27 @@ def test_shuffling_is_refused_when_one_model_has_more_than_half_the_samples():
     with pytest.raises(ValueError, match="one model has 3 of the 4 samples"):
         shuffled_images(_samples(["a", "a", "a", "b"]), ["a", "a", "a", "b"])
     assert measure_image_use(lambda samples: 1.0, _samples(["a", "a", "a", "b"]), ["a", "a", "a", "b"]) is None
+
+
+def test_contrast_pictures_show_other_models_and_repeat_for_the_same_seed():
+    models = ["a", "a", "a", "b", "c", "c", "d"]
+    samples = _samples(models)
+    shown = with_other_models_images(samples, samples, seed="s1")
+    assert all(model_of_image(other.image) != model for other, model in zip(shown, models, strict=True))
+    assert [sample.answer_ids for sample in shown] == [(2,)] * len(models)
+    assert shown == with_other_models_images(samples, samples, seed="s1")
+    assert sorted(sample.image.name for sample in shown) == sorted(sample.image.name for sample in samples), "the batch's own pictures"
+    few = _samples(["a", "a", "b"])
+    drawn = [with_other_models_images(few, samples, seed=str(seed)) for seed in range(30)]
+    assert all(model_of_image(other.image) != model_of_image(own.image) for shown in drawn for other, own in zip(shown, few, strict=True))
+    assert {other.image for shown in drawn for other in shown} == {sample.image for sample in samples}, "drawn from the pool"
+
+
+def test_the_contrast_term_needs_pictures_of_two_models():
+    with pytest.raises(ValueError, match="at least two models"):
+        contrast_pool(_samples(["a", "a"]), TrainConfig())
+    assert contrast_pool(_samples(["a", "b"]), TrainConfig(image_contrast=0)) is None
+    assert contrast_pool(_samples(["a", "b"]), TrainConfig(base_model="folder")) is None
 
 
 def test_distinct_answers_are_counted_over_distinct_models():
@@ -120,6 +148,38 @@ def test_the_check_fails_for_the_same_model_with_its_vision_path_cut(trained_to_
     assert not result.passed and "shuffled images" in result.description
 
 
+@pytest.mark.parametrize("margin", [100.0, 0.0])
+def test_the_contrast_term_back_propagates_the_hinge_it_names(tmp_path, margin):
+    """Two passes one after the other give the gradient of loss + weight x max(0, margin x tokens - (wrong - loss)),
+    whether the hinge is open (a margin no model reaches) or closed."""
+    records = _records(tmp_path, 8)
+    model_dir = write_tiny_model([question_and_answer(r)[1] for r in records], tmp_path / "base", SMALL, seed=0)
+    base = load_base_model(TrainConfig(base_model=str(model_dir)), CPU, torch.float32, tmp_path, [])
+    make_trainable(base.model, TrainConfig(train_mode="full"))
+    samples = prepare_samples(records, tmp_path / "images", base.processor, 2048).samples
+    batch = make_batch(samples[:4], base.processor, False, contrast_pool=samples)
+    targets = batch.answer_tokens + 3  # as when the step accumulates other micro-batches
+
+    def gradients() -> list[torch.Tensor]:
+        found = [parameter.grad.clone() for parameter in base.model.parameters() if parameter.grad is not None]
+        base.model.zero_grad(set_to_none=True)
+        return found
+
+    contrasted_backward(base.model, batch, torch.float32, 0.7, margin, targets)
+    split = gradients()
+    loss, tokens = answer_loss(base.model, batch)
+    wrong, _ = answer_loss(base.model, batch.contrast)
+    ((loss + 0.7 * torch.relu(margin * tokens - (wrong - loss))) / targets).backward()
+    whole = gradients()
+    (answer_loss(base.model, batch)[0] / targets).backward()
+    plain = gradients()
+    assert len(split) == len(whole) == len(plain)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(split, whole, strict=True))
+    opened = float(wrong - loss) < margin * tokens
+    assert opened or margin == 0.0
+    assert any(not torch.allclose(a, b) for a, b in zip(split, plain, strict=True)) is opened
+
+
 def test_the_check_fails_when_every_model_gets_the_same_answer():
     result = uses_image_check(None, 1 / 12)
     assert not result.passed and "8% of the distinct models" in result.description
@@ -150,10 +210,12 @@ def _inverted_or_not_records(folder: Path, count: int) -> list[dict]:
 
 @pytest.mark.parametrize("vision_scale, reads_picture", [(0.0, True), (1.0, False)])
 def test_the_tiny_model_learns_to_read_a_picture_only_with_its_vision_path_at_a_share_of_the_rate(tmp_path, vision_scale, reads_picture):
-    """The default recipe (the tiny model in full at 1e-3, the vision path at the default 0.1 of it) reads the cue
-    within 80 steps; at the decoder's rate the vision path collapses into a constant and the answer stays a guess."""
+    """The tiny model in full at 1e-3, the vision path at the default 0.1 of it, reads the cue within 80 steps without
+    the image-contrast term; at the decoder's rate the vision path collapses into a constant and the answer stays a guess."""
     records = _inverted_or_not_records(tmp_path, 160)
-    config = TrainConfig(learning_rate=1e-3, batch_size=8, epochs=1000, max_steps=80, vision_learning_rate_scale=vision_scale, checkpoint_every=0)
+    config = TrainConfig(
+        learning_rate=1e-3, batch_size=8, epochs=1000, max_steps=80, vision_learning_rate_scale=vision_scale, image_contrast=0, checkpoint_every=0
+    )
     torch.manual_seed(0)
     base = load_base_model(config, CPU, torch.float32, tmp_path, [question_and_answer(record)[1] for record in records])
     make_trainable(base.model, config)

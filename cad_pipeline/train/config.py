@@ -48,6 +48,15 @@ class TrainConfig:
         minimum=0.0,
         maximum=10.0,
     )
+    image_contrast: float = option(
+        -1.0,
+        "weight of the image-contrast term (-1: 1 for 'tiny', 0 otherwise; 0: off): each micro-batch is also shown "
+        "other models' pictures, and their answer loss is pushed up until it exceeds the true pictures' by "
+        "image_contrast_margin; it doubles the cost of a step",
+        minimum=-1.0,
+        maximum=100.0,
+    )
+    image_contrast_margin: float = option(0.5, "nats per answer token by which other models' pictures must explain an answer worse than its own", minimum=0.0, maximum=100.0)
     lora_rank: int = option(16, "LoRA rank", minimum=1, maximum=4096)
     lora_alpha: int = option(32, "LoRA alpha (scale = alpha / rank)", minimum=1, maximum=65536)
     lora_dropout: float = option(0.05, "dropout on the LoRA input", minimum=0.0, maximum=0.9)
@@ -98,6 +107,16 @@ def resolved_vision_learning_rate_scale(config: TrainConfig) -> float:
     if config.vision_learning_rate_scale:
         return config.vision_learning_rate_scale
     return 0.1 if config.base_model == "tiny" else 1.0
+
+
+def resolved_image_contrast(config: TrainConfig) -> float:
+    """The image-contrast term's weight. Trained from scratch on answers alone, a model learns the code's most typical
+    program long before it reads a picture: drawings that differ in a few strokes barely move its loss, and no gradient
+    tells it to look. The term gives it one; a pretrained vision-language model already reads, and pays double
+    for nothing."""
+    if config.image_contrast >= 0:
+        return config.image_contrast
+    return 1.0 if config.base_model == "tiny" else 0.0
 
 
 def resolve_device(name: str):

@@ -56,6 +56,8 @@ class Batch:
     answer_targets: torch.Tensor | None = None
     """Those next tokens, in the same order. Both are worked out on the host when the batch is made, so the loss
     picks its positions without a device-to-host sync."""
+    contrast: Batch | None = None
+    """The same answers shown other models' pictures, for the image-contrast term."""
 
     def __post_init__(self):
         if self.answer_index is None:
@@ -75,6 +77,7 @@ class Batch:
         return Batch(
             moved, _moved(self.labels, device, dtype), self.real_tokens, self.padded_tokens,
             _moved(self.answer_index, device, dtype), _moved(self.answer_targets, device, dtype),
+            self.contrast.to(device, dtype) if self.contrast else None,
         )  # fmt: skip
 
 

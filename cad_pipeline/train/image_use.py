@@ -40,7 +40,7 @@ class ImageUse:
         }
 
 
-def shuffled_images(samples: Sequence[Sample], models: Sequence[str], seed: int = 0) -> list[Sample]:
+def shuffled_images(samples: Sequence[Sample], models: Sequence[str], seed: int | str = 0) -> list[Sample]:
     """Each sample with the image of a sample of another model. The samples are laid out model by model (groups in a
     seeded order, the largest first) and every image moves on by the largest group's size, which lands each one in
     another model's group whenever no model has more than half the samples."""
@@ -67,6 +67,27 @@ def measure_image_use(loss_of, samples: Sequence[Sample], models: Sequence[str],
         return None
     true_loss = loss_of(list(samples)) if true_image_loss is None else true_image_loss
     return ImageUse(true_loss, loss_of(shuffled), len(samples))
+
+
+def with_other_models_images(samples: Sequence[Sample], pool: Sequence[Sample], seed: str) -> list[Sample]:
+    """Each sample with the image of a sample of another model, the same for the same seed: the pictures the
+    image-contrast term asks to explain each answer worse than its own. Taken from the samples themselves where they
+    allow it, so that within one step every picture is both the right one for its answer and the wrong one for
+    another (a tiny model trained from scratch learns to read drawings from that, and not from pictures drawn from
+    elsewhere); otherwise drawn from `pool`, which must show at least two models."""
+    try:
+        return shuffled_images(samples, [model_of_image(sample.image) for sample in samples], seed)
+    except ValueError:
+        pass
+    draw = random.Random(seed)
+    shown = []
+    for sample in samples:
+        own = model_of_image(sample.image)
+        other = pool[draw.randrange(len(pool))]
+        while model_of_image(other.image) == own:
+            other = pool[draw.randrange(len(pool))]
+        shown.append(replace(sample, image=other.image))
+    return shown
 
 
 def model_of_image(image: Path) -> str:

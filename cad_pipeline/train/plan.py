@@ -26,7 +26,7 @@ from cad_pipeline.dataset.scales import configured_scales, estimated_full_train_
 from cad_pipeline.partition import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, image_inputs, length_grouped_batches
-from cad_pipeline.train.loop import TrainState, answer_targets, make_optimizer, optimizer_step, plan_steps, prefetched_batches, release_freed_heap
+from cad_pipeline.train.loop import TrainState, answer_targets, contrast_pool, make_optimizer, optimizer_step, plan_steps, prefetched_batches, release_freed_heap
 from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, GIB, MemoryEstimate, ModelShape, TrainShape, estimate_memory, fit_calibration, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
 from cad_pipeline.train.presets import described
@@ -104,7 +104,7 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
     baseline = (_resident_bytes() if device.type != "cuda" else int(torch.cuda.memory_allocated(device))) - _model_bytes(model)
     records, state = [], TrainState()
     chosen = [[[samples[i] for i in batch] for batch in groups[index]] for index in warm_indices + timed_indices]
-    stream = prefetched_batches((batch for group in chosen for batch in group), processor, packed)
+    stream = prefetched_batches((batch for group in chosen for batch in group), processor, packed, contrast_pool(samples, config))
     for group in chosen:
         records.append(optimizer_step(model, optimizer, config.learning_rate, islice(stream, len(group)), answer_targets(group), config, device, dtype, state))
     stream.close()

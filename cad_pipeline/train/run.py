@@ -12,7 +12,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param
 
 from cad_pipeline.train.image_use import ImageUse, measure_image_use, model_of_image
-from cad_pipeline.train.config import TrainConfig, resolved_train_mode, resolved_vision_learning_rate_scale
+from cad_pipeline.train.config import TrainConfig, resolved_image_contrast, resolved_train_mode, resolved_vision_learning_rate_scale
 from cad_pipeline.train.loop import StepRecord, TrainState, ValidationRecord, train, validation_loss
 from cad_pipeline.train.memory import GIB
 from cad_pipeline.train.model import save_trained, trainable_parameters, trainable_parameters_by_part, trained_parts
@@ -99,6 +99,7 @@ def run_training(
         **{f"trainable_parameters_{part}": count for part, count in trainable_parameters_by_part(session.model).items()},
         "train_mode_resolved": resolved_train_mode(config),
         "vision_learning_rate_scale_resolved": resolved_vision_learning_rate_scale(config),
+        "image_contrast_resolved": resolved_image_contrast(config),
         "trained_parts": ", ".join(f"{part}: {how}" for part, how in parts.items()),
         "resolved_device": str(session.device),
         "resolved_dtype": str(session.dtype),

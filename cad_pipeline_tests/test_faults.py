@@ -202,7 +202,7 @@ def test_a_second_materialization_of_a_partition_being_written_fails_naming_the_
 CLI = Path(sys.executable).with_name("cad-pipeline")
 SMALL_RUN = (
     "--max-steps", "4", "--batch-size", "2", "--validation-samples", "2", "--checkpoint-every", "1", "--plan-steps", "2",
-    "--plan-warmup", "1", "--sample-limit", "2", "--max-new-tokens", "24",
+    "--plan-warmup", "1", "--sample-limit", "2", "--max-new-tokens", "24", "--image-contrast", "0",
 )  # fmt: skip
 REDONE = {
     "cad_subset": ("store/reports",),

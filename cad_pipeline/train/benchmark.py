@@ -17,7 +17,14 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from cad_pipeline.partition import TRAIN_JSON
-from cad_pipeline.train.config import TrainConfig, resolve_device, resolve_dtype, resolved_train_mode
+from cad_pipeline.train.config import (
+    TrainConfig,
+    resolve_device,
+    resolve_dtype,
+    resolved_image_contrast,
+    resolved_train_mode,
+    resolved_vision_learning_rate_scale,
+)
 from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_samples, read_records
 from cad_pipeline.train.flops import flop_model
 from cad_pipeline.train.loop import train
@@ -201,7 +208,13 @@ def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_ste
     predicted = calibration.estimate(measured_train_shape(measurement, session.config))
     steps = plan_steps_for(len(chosen), session.config).steps_per_epoch
     built = str(work_dir / TINY_BASE_FOLDER) if session.config.base_model == "tiny" else session.config.base_model
-    same_model = replace(session.config, base_model=built, train_mode=resolved_train_mode(session.config))
+    same_model = replace(  # the settings 'tiny' resolves, pinned: the built folder would resolve them as any named model
+        session.config,
+        base_model=built,
+        train_mode=resolved_train_mode(session.config),
+        image_contrast=resolved_image_contrast(session.config),
+        vision_learning_rate_scale=resolved_vision_learning_rate_scale(session.config),
+    )
     del session  # the planned model's memory would count in the trained one's peak
     gc.collect()
     fresh = open_session(same_model, partition_dir, work_dir)

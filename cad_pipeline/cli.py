@@ -42,6 +42,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _positive_ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers such as 1,2,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"every value must be at least 1, got {text!r}")
+    return values
+
+
 def _at_least(kind: type, minimum: float, maximum: float | None = None):
     """A flag type that refuses numbers outside [minimum, maximum] (and NaN) with the allowed range."""
     from cad_pipeline.options import Allowed
@@ -140,6 +150,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_plan_options(bench_plan)
     _add_train_options(bench_plan)
     bench_plan.set_defaults(handler=_bench_plan)
+
+    bench_memory = benches.add_parser("memory", help="the memory planner's peaks against measured steps, over batch sizes, lengths and checkpointing")
+    _add_partition_argument(bench_memory)
+    bench_memory.add_argument("--batch-sizes", type=_positive_ints, default=(), help="micro-batch sizes checked, comma-separated (default: 1,2,4,8)")
+    bench_memory.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    _add_train_options(bench_memory)
+    bench_memory.set_defaults(handler=_bench_memory)
 
     bench_learn = benches.add_parser(
         "learn", help="train for a wall-clock budget, then evaluate on validation pictures: what the model learns in that time"
@@ -574,8 +591,36 @@ def _bench_plan(args) -> int:
     print(f"partition: {folder}, {check.samples} samples, {check.steps_per_epoch} steps per epoch, base model {described(config.base_model)}")
     print(f"projected epoch: {check.projected_epoch_seconds:.2f} s (from {args.plan_steps} timed steps after {args.plan_warmup})")
     print(f"measured epoch: {check.measured_epoch_seconds:.2f} s (sum of the optimizer steps' times)")
-    print(f"projected / measured: {check.ratio:.4f} (target: within 0.8-1.2)")
-    print(f"peak memory: planned {check.predicted_peak_bytes / 2**30:.2f} GiB (calibrated by steps at 1 and 2 samples per micro-batch), measured {check.measured_peak_bytes / 2**30:.2f} GiB")
+    print(f"projected / measured: {check.ratio:.4f} (target: within 0.85-1.15)")
+    print(f"peak memory: planned {check.predicted_peak_bytes / 2**30:.2f} GiB (the calibrated planner, as training_plan gives it), measured {check.measured_peak_bytes / 2**30:.2f} GiB")
+    return 0
+
+
+def _bench_memory(args) -> int:
+    import tempfile
+
+    from dataclasses import asdict
+
+    from cad_pipeline.train.benchmark import MEMORY_CHECK_BATCHES, check_memory
+    from cad_pipeline.train.presets import described
+
+    folder, config = _partition_dir(args), _train_config(args)
+    with tempfile.TemporaryDirectory() as work:
+        factor, slack, checks = check_memory(folder, Path(work), config, args.batch_sizes or MEMORY_CHECK_BATCHES)
+    worst = min(check.ratio for check in checks)
+    if args.json:
+        rows = [{**asdict(check), "ratio": check.ratio} for check in checks]
+        print(json.dumps({"partition": str(folder), "base_model": described(config.base_model), "calibration": factor, "slack_bytes": slack, "checks": rows, "lowest_ratio": worst, "highest_ratio": max(check.ratio for check in checks)}, indent=1))
+        return 0
+    print(f"partition: {folder}, base model {described(config.base_model)}; planner calibrated as training_plan does: factor {factor:.3f}, slack {slack / 2**20:.0f} MiB")
+    print("| batch | padded length | checkpointing | planned GiB | measured GiB | planned / measured |")
+    print("|---:|---:|---|---:|---:|---:|")
+    for check in checks:
+        print(
+            f"| {check.batch_size} | {check.padded_length:,} | {'on' if check.gradient_checkpointing else 'off'} | "
+            f"{check.predicted_peak_bytes / 2**30:.3f} | {check.measured_peak_bytes / 2**30:.3f} | {check.ratio:.3f} |"
+        )
+    print(f"planned / measured from {worst:.3f} to {max(check.ratio for check in checks):.3f} (target: from 1.0 to 1.15)")
     return 0
 
 

@@ -12,7 +12,7 @@ from cad_pipeline.train.data import padded_batch, prepare_samples
 from cad_pipeline.train.flops import flop_model, peak_flops
 from cad_pipeline.train.loop import answer_loss
 from cad_pipeline.train.model import make_trainable
-from cad_pipeline_tests.test_training import CPU, _loaded, tiny_setup  # noqa: F401 (the fixture)
+from cad_pipeline_tests.test_training import CPU, SHORT, _loaded, tiny_setup  # noqa: F401 (the fixture)
 
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
@@ -75,12 +75,33 @@ def test_bench_train_json_gives_both_loops_speed_flops_and_their_ratio(tiny_setu
 def test_bench_plan_json_gives_the_projected_and_measured_epoch_and_peak_memory(tiny_setup, capsys):  # noqa: F811
     from cad_pipeline.cli import main
 
-    folder, records, _ = tiny_setup
+    folder, records, model_dir = tiny_setup
     (folder / "train.json").write_text(json.dumps(records))
     (folder / "val.json").write_text(json.dumps(records[:4]))
-    arguments = ["--partition", str(folder), "--samples", "6", "--plan-steps", "2", "--plan-warmup", "1", "--batch-size", "2", "--json"]
+    arguments = ["--partition", str(folder), "--base-model", str(model_dir), "--samples", "6", "--plan-steps", "2", "--plan-warmup", "1", "--batch-size", "2", "--json"]
     assert main(["bench", "plan", *arguments]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert figures["samples"] == 6 and figures["steps_per_epoch"] == 3 and figures["base_model"] == "tiny"
+    assert figures["samples"] == 6 and figures["steps_per_epoch"] == 3 and figures["base_model"] == str(model_dir)
     assert figures["ratio"] == pytest.approx(figures["projected_epoch_seconds"] / figures["measured_epoch_seconds"])
     assert figures["predicted_peak_bytes"] > 0 and figures["measured_peak_bytes"] > 2**20
+
+
+def test_bench_memory_json_sets_the_plan_beside_measured_steps_at_every_batch_length_and_checkpointing(tiny_setup, capsys):  # noqa: F811
+    from cad_pipeline.cli import main
+
+    folder, records, model_dir = tiny_setup
+    (folder / "train.json").write_text(json.dumps(records))
+    (folder / "val.json").write_text(json.dumps(records[:4]))
+    arguments = ["--partition", str(folder), "--base-model", str(model_dir), "--batch-sizes", "1,2", "--max-length", str(SHORT), "--json"]
+    assert main(["bench", "memory", *arguments]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    rows = {(row["batch_size"], row["gradient_checkpointing"], row["padded_length"]): row for row in figures["checks"]}
+    assert len(rows) == 8 and {(batch, on) for batch, on, _ in rows} == {(1, True), (1, False), (2, True), (2, False)}
+    assert max(length for *_, length in rows) <= SHORT
+    for (batch, on, length), row in rows.items():
+        assert row["ratio"] == pytest.approx(row["predicted_peak_bytes"] / row["measured_peak_bytes"]) and row["measured_peak_bytes"] > 2**20
+        if on:  # checkpointing keeps less, and the plan says so
+            assert row["predicted_peak_bytes"] < rows[(batch, False, length)]["predicted_peak_bytes"]
+    longest = max(length for *_, length in rows)
+    assert rows[(2, False, longest)]["predicted_peak_bytes"] > rows[(1, False, longest)]["predicted_peak_bytes"]
+    assert figures["lowest_ratio"] == min(row["ratio"] for row in rows.values()) and figures["calibration"] > 0

@@ -68,6 +68,24 @@ def test_terms_match_a_hand_computation():
     assert estimate.total == 2000 + 1600 + 3048 + 500
 
 
+def test_a_padded_batch_adds_its_attention_mask_per_layer_and_a_counted_tower_replaces_the_formula():
+    padded = replace(SMALL, padding_mask_bytes=4)
+    mask = 2 * 5 * 5 * 4  # batch * max_length^2 * bytes
+    assert estimate_memory(padded, SMALL_STEP).activations == 3048 + 2 * mask, "one copy per layer"
+    checkpointed = replace(SMALL_STEP, gradient_checkpointing=True)
+    assert estimate_memory(padded, checkpointed).activations == estimate_memory(SMALL, checkpointed).activations + 2 * mask
+    single = replace(SMALL_STEP, batch_size=1)
+    assert estimate_memory(padded, single).activations == estimate_memory(SMALL, single).activations, "one sample needs no mask"
+    counted = replace(SMALL, vision_bytes_per_image=1000.0)
+    assert estimate_memory(counted, SMALL_STEP).activations == 2640 + 2 * 1000
+
+
+def test_the_margin_is_a_share_of_every_other_term():
+    plain = estimate_memory(OPENECAD, OPENECAD_RECIPE, 1.3, slack=2e8)
+    planned = estimate_memory(OPENECAD, OPENECAD_RECIPE, 1.3, slack=2e8, margin=0.08)
+    assert planned.margin == pytest.approx(0.08 * plain.total) and planned.total == pytest.approx(1.08 * plain.total)
+
+
 def test_checkpointing_keeps_layer_inputs_and_one_recomputed_layer():
     estimate = estimate_memory(SMALL, replace(SMALL_STEP, gradient_checkpointing=True), overhead=0)
     tokens = 2 * 5
@@ -325,5 +343,6 @@ def test_estimate_to_json_is_whole_bytes_with_total():
         "logits": 500,
         "overhead": 0,
         "slack": 0,
+        "margin": 0,
         "total": 7148,
     }

@@ -305,6 +305,7 @@ def test_each_mode_trains_the_parts_it_names(tiny_setup):
         ("full", True): {"language_model": "full", "connector": "full", "vision_tower": "frozen"},
         ("lora", False): {"language_model": "lora r=16", "connector": "full", "vision_tower": "frozen"},
     }
+    kept_per_image = {}
     for (mode, freeze), parts in expected.items():
         config, base = _loaded(model_dir, train_mode=mode, freeze_vision_tower=freeze)
         totals = trainable_parameters_by_part(base.model)  # a loaded model trains everything
@@ -313,12 +314,14 @@ def test_each_mode_trains_the_parts_it_names(tiny_setup):
         model = make_trainable(base.model, config)
         counts = trainable_parameters_by_part(model)
         assert trained_parts(model, config) == parts
-        shape = model_shape(model, base.processor, folder / "images" / records[0]["image"], torch.float32)
+        shape = model_shape(model, base.processor, folder / "images" / records[0]["image"], torch.float32, packed=False)
         assert shape.trainable_parameters == sum(counts.values()) and shape.vision_trained == (parts["vision_tower"] != "frozen")
+        kept_per_image[mode, freeze] = shape.vision_bytes_per_image
         if mode == "full":
             assert counts == {**totals, "vision_tower": 0 if freeze else totals["vision_tower"]}
         else:
             assert counts == {"language_model": lora_size, "connector": totals["connector"], "vision_tower": 0}
+    assert kept_per_image["full", False] > 10 * kept_per_image["full", True] > 0, "a trained tower keeps its activations, a frozen one none"
     config, base = _loaded(model_dir, train_mode="lora", lora_vision=True)
     assert trained_parts(make_trainable(base.model, config), config)["vision_tower"] == "lora r=16"
 
@@ -503,10 +506,10 @@ def test_auto_batch_size_takes_the_largest_micro_batch_that_fits_keeps_the_effec
 
     monkeypatch.setattr(plan, "_measured", out_of_memory_above_two)
     stepped = choose_batch(session, 1000 * GIB)
-    assert tried == [1, 2, 8, 4, 2] and (stepped.batch_size, stepped.gradient_accumulation) == (2, 4), "a micro-batch the device cannot run is stepped down from"
+    assert tried == [8, 4, 2] and (stepped.batch_size, stepped.gradient_accumulation) == (2, 4), "a micro-batch the device cannot run is stepped down from"
     assert all(torch.equal(parameter, before[name]) for name, parameter in session.model.named_parameters())
 
-    shape = model_shape(session.model, base.processor, samples[0].image, torch.float32)
+    shape = model_shape(session.model, base.processor, samples[0].image, torch.float32, packed=False)
     calibration = MemoryCalibration(shape, TrainShape(1, 1, max(sample.length for sample in samples), False, 0.5), 1.0, 0.0, 0.0)
     planned = {micro: planned_peak(calibration, micro, 8) for micro in (1, 2, 4, 8)}
     assert planned[1] < planned[2] < planned[4] < planned[8]

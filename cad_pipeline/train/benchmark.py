@@ -29,7 +29,7 @@ from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_sa
 from cad_pipeline.train.flops import flop_model
 from cad_pipeline.train.loop import train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
-from cad_pipeline.train.plan import calibrate_memory, measure_steps, measured_train_shape
+from cad_pipeline.train.plan import batch_shape, calibrate_memory, measure_batch, measure_steps, measured_train_shape, samples_near
 from cad_pipeline.train.session import open_session, packs
 from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, compile_layers, load_base_model, resolved_max_length
 from cad_pipeline.train.tiny import write_tiny_model
@@ -222,3 +222,55 @@ def check_projection(partition_dir: Path, work_dir: Path, samples: int, plan_ste
     projected = measurement.run_seconds(steps)
     measured_peak = max(record.peak_memory_bytes for record in state.steps)
     return ProjectionCheck(len(chosen), steps, projected, sum(record.seconds for record in state.steps), predicted.total, measured_peak)
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    """One configuration's planned peak against the peak of a real step at it."""
+
+    batch_size: int
+    padded_length: int
+    gradient_checkpointing: bool
+    predicted_peak_bytes: float
+    measured_peak_bytes: int
+
+    @property
+    def ratio(self) -> float:
+        return self.predicted_peak_bytes / self.measured_peak_bytes
+
+
+MEMORY_CHECK_BATCHES = (1, 2, 4, 8)
+MEMORY_CHECK_LENGTHS = (0.5, 1.0)
+"""Quantiles of the training samples' lengths the checked batches are drawn at: the median and the longest."""
+
+
+def check_memory(
+    partition_dir: Path,
+    work_dir: Path,
+    config: TrainConfig,
+    batch_sizes: tuple[int, ...] = MEMORY_CHECK_BATCHES,
+    length_quantiles: tuple[float, ...] = MEMORY_CHECK_LENGTHS,
+) -> tuple[float, float, list[MemoryCheck]]:
+    """(factor, slack bytes, checks): the planner calibrated as `training_plan` calibrates it, then each
+    (micro-batch, length, checkpointing) configuration measured as the calibration measures (`measure_batch`) on
+    one batch of samples close in length, set beside the plan for that batch.
+
+    The plan is only worth trusting if it is never below a measured peak, at every configuration it lists, with
+    checkpointing on or off whichever the calibration used. Configurations run from the smallest up, checkpointed
+    first, so that memory a CPU process keeps from a larger step cannot inflate a smaller one's reading."""
+    session = open_session(replace(config, epochs=1, max_steps=0, checkpoint_every=0, validation_samples=1), partition_dir, work_dir)
+    calibration = calibrate_memory(session)
+    model, samples = session.model, session.train.samples
+    checks = []
+    for checkpointing in (True, False):
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_disable()
+        for batch_size in sorted(batch_sizes):
+            for quantile in sorted(length_quantiles):
+                batch = samples_near(samples, quantile, batch_size)
+                measured = measure_batch(session, batch, checkpointing)
+                shape = batch_shape(batch, checkpointing)
+                checks.append(MemoryCheck(batch_size, shape.max_length, checkpointing, calibration.estimate(shape).total, measured.peak_memory_bytes))
+    return calibration.factor, calibration.slack_bytes, checks

@@ -21,10 +21,14 @@ The model is the one in the training reference (training.md, A.3 "Memory estimat
   * k is scaled by activation_bytes / 2, so fp32 activations cost twice the 16-bit bytes.
   * Attention is assumed to be flash or memory-efficient SDPA. Eager attention would add the reference's
     T * layers * 5 * heads * max_length bytes for the attention probabilities; this model leaves that term out.
+    A padded micro-batch of several samples adds its attention mask, batch * max_length^2 elements, per layer
+    (`padding_mask_bytes`).
   * When the vision tower is trained (LoRA on it, or full training), each image adds image_tokens * vision_layers * 34 * vision_hidden
     bytes at 16-bit. 34 is the GPT-style k: SigLIP and CLIP have an ungated GELU MLP of about 4 * hidden. The tower
     is counted without checkpointing, as in the reference's worked example. That is conservative if the trainer
-    checkpoints the tower too. A frozen tower runs under no_grad and keeps nothing.
+    checkpoints the tower too. A frozen tower runs under no_grad and keeps nothing. Where the real model is at
+    hand, what its vision path keeps per image is counted instead (`vision_bytes_per_image`): the formula misses a
+    convolutional tower by a factor of six (the tiny model's keeps 7.8 MB per image, the formula says 1.25).
 * L, logits for the answer positions only = T * answer_fraction * vocab * (activation_bytes + 4 + 4): the logits,
   their fp32 upcast for the loss, and the gradient. The training loop computes logits only where labels are kept.
 * C, a fixed overhead: CUDA context, allocator slack and runtime. The reference gives 1-2 GB; the default is 1.5 GiB.
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 
 GIB = 2**30
@@ -54,6 +58,12 @@ DEFAULT_ANSWER_FRACTION = 0.5
 OPTIMIZER_BYTES_PER_TRAINABLE = 16
 VISION_BYTES_PER_ELEMENT_LAYER = 34
 LOGIT_UPCAST_AND_GRAD_BYTES = 4 + 4
+PLAN_MARGIN = 0.08
+"""Share of the modelled total a calibrated plan adds for what varies between steps of the same size, of which the
+few calibration steps see one draw: on this project's 2-core CPU the resident peak of one and the same batch
+(8 samples of 1,209 tokens, checkpointed) read from 2.20 to 2.48 GiB over seven runs, and over 16 configurations
+(1-8 samples, the median and the longest length, checkpointing on and off) the calibrated model without a
+margin lay from 0.935 to 1.034 of the measured peaks (`cad-pipeline bench memory`)."""
 # A measured factor outside this range means the measurement is not what the model assumes (see `calibrate`).
 CALIBRATION_RANGE = (0.5, 4.0)
 
@@ -79,6 +89,14 @@ class ModelShape:
     vision_trained: bool  # vision tower trained (LoRA or full): its activations are kept
     weight_bytes: float  # bytes per frozen weight (4 fp32, 2 bf16/fp16)
     activation_bytes: float  # bytes per activation element (same rule)
+    padding_mask_bytes: float = 0.0
+    """Bytes per element of the (batch, 1, length, length) attention mask a padded micro-batch of several samples
+    makes, which every decoder layer keeps for backward: the dtype's size where the model pads (measured on CPU:
+    one float32 copy per layer, 89 MiB for 4 samples of 1,209 tokens in the tiny model's 4 layers); 0 where samples
+    are packed, which needs no mask."""
+    vision_bytes_per_image: float | None = None
+    """What the vision path keeps for backward per image, counted on the real model (`plan.vision_saved_bytes`);
+    None: the ViT formula from the layers, tokens and width."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +129,11 @@ class MemoryEstimate:
     logits: float
     overhead: float
     slack: float = 0.0
+    margin: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.weights + self.optimizer + self.activations + self.logits + self.overhead + self.slack
+        return self.weights + self.optimizer + self.activations + self.logits + self.overhead + self.slack + self.margin
 
     def to_json(self) -> dict:
         """Whole bytes per term and the total, for asset metadata."""
@@ -125,6 +144,7 @@ class MemoryEstimate:
             "logits": self.logits,
             "overhead": self.overhead,
             "slack": self.slack,
+            "margin": self.margin,
             "total": self.total,
         }
         return {name: round(value) for name, value in terms.items()}
@@ -139,10 +159,13 @@ def _decoder_layer_bytes_per_token(model: ModelShape) -> float:
 def _activation_bytes(model: ModelShape, train: TrainShape) -> float:
     tokens = train.batch_size * train.max_length
     one_layer = tokens * _decoder_layer_bytes_per_token(model)
-    if train.gradient_checkpointing:
-        language = tokens * model.layers * model.hidden * model.activation_bytes + one_layer
+    mask = train.batch_size * train.max_length**2 * model.padding_mask_bytes if train.batch_size > 1 else 0.0
+    if train.gradient_checkpointing:  # the mask passed to the checkpointed layers, and the recomputed layer's copy
+        language = tokens * model.layers * model.hidden * model.activation_bytes + one_layer + 2 * mask
     else:
-        language = model.layers * one_layer
+        language = model.layers * (one_layer + mask)
+    if model.vision_bytes_per_image is not None:
+        return language + train.batch_size * model.vision_bytes_per_image
     if not model.vision_trained:
         return language
     per_image = (
@@ -167,14 +190,15 @@ def estimate_memory(
     calibration: float = 1.0,
     overhead: float = DEFAULT_OVERHEAD_BYTES,
     slack: float = 0.0,
+    margin: float = 0.0,
 ) -> MemoryEstimate:
     """Peak bytes of one training step.
 
     `calibration` multiplies the activation and logits terms, the only ones the analytic model is unsure of.
     `overhead` is a fixed bytes term (runtime, CUDA context); `slack` what measured steps held beyond every
-    modelled term (see `fit_calibration`).
+    modelled term (see `fit_calibration`); `margin` a share of all of them added on top (see `PLAN_MARGIN`).
     """
-    return MemoryEstimate(
+    estimate = MemoryEstimate(
         weights=model.total_parameters * model.weight_bytes,
         optimizer=model.trainable_parameters * OPTIMIZER_BYTES_PER_TRAINABLE,
         activations=calibration * _activation_bytes(model, train),
@@ -182,6 +206,7 @@ def estimate_memory(
         overhead=overhead,
         slack=slack,
     )
+    return replace(estimate, margin=margin * estimate.total)
 
 
 def calibrate(
@@ -276,6 +301,7 @@ def fitting_configurations(
     answer_fraction: float = DEFAULT_ANSWER_FRACTION,
     overhead: float = DEFAULT_OVERHEAD_BYTES,
     slack: float = 0.0,
+    margin: float = 0.0,
 ) -> list[tuple[TrainShape, MemoryEstimate]]:
     """Every configuration of the grid whose estimated total is at most the budget, most useful first.
 
@@ -292,7 +318,7 @@ def fitting_configurations(
         checkpointing, max_lengths, batch_sizes, accumulations
     ):
         train = TrainShape(batch_size, accumulation, max_length, checkpointed, answer_fraction)
-        estimate = estimate_memory(model, train, calibration, overhead, slack)
+        estimate = estimate_memory(model, train, calibration, overhead, slack, margin)
         if estimate.total <= budget_bytes:
             rows.append((train, estimate))
     return sorted(rows, key=_usefulness_order)

@@ -27,7 +27,7 @@ from cad_pipeline.partition import MANIFEST
 from cad_pipeline.train.config import TrainConfig
 from cad_pipeline.train.data import Sample, image_inputs, length_grouped_batches
 from cad_pipeline.train.loop import TrainState, answer_targets, contrast_pool, make_optimizer, optimizer_step, plan_steps, prefetched_batches, release_freed_heap
-from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, GIB, MemoryEstimate, ModelShape, TrainShape, estimate_memory, fit_calibration, fitting_configurations, memory_table_markdown
+from cad_pipeline.train.memory import DEFAULT_OVERHEAD_BYTES, GIB, PLAN_MARGIN, MemoryEstimate, ModelShape, TrainShape, estimate_memory, fit_calibration, fitting_configurations, memory_table_markdown
 from cad_pipeline.train.model import trainable_parameters, trainable_parameters_by_part
 from cad_pipeline.train.presets import described
 from cad_pipeline.train.session import open_session
@@ -82,13 +82,17 @@ class ScaleProjection:
     render_seconds: float
 
 
-def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, device, dtype, packed: bool, steps: int, warmup: int) -> StepMeasurement:
+def measure_steps(
+    model, processor, samples: list[Sample], config: TrainConfig, device, dtype, packed: bool, steps: int, warmup: int,
+    contrast_from: list[Sample] | None = None,
+) -> StepMeasurement:  # fmt: skip
     """Time `steps` real optimizer steps after `warmup` untimed ones, and predict every step of the first epoch.
 
     A step's time follows the padded tokens it processes, and those vary several-fold between batches,
     so a few steps drawn at random miss the epoch's mean by tens of percent. The timed steps are taken
     across the range of the epoch's step sizes, a line seconds = fixed + per_token * padded tokens is
-    fitted to them, and the line is applied to each step of the epoch's own batch order.
+    fitted to them, and the line is applied to each step of the epoch's own batch order. The image-contrast
+    term draws its other pictures from `contrast_from` (default: `samples`), so that a single batch can be measured.
     """
     batches = length_grouped_batches([s.length for s in samples], config.batch_size, config.seed, 0)
     groups = [batches[i : i + config.gradient_accumulation] for i in range(0, len(batches), config.gradient_accumulation)]
@@ -104,7 +108,7 @@ def measure_steps(model, processor, samples: list[Sample], config: TrainConfig, 
     baseline = (_resident_bytes() if device.type != "cuda" else int(torch.cuda.memory_allocated(device))) - _model_bytes(model)
     records, state = [], TrainState()
     chosen = [[[samples[i] for i in batch] for batch in groups[index]] for index in warm_indices + timed_indices]
-    stream = prefetched_batches((batch for group in chosen for batch in group), processor, packed, contrast_pool(samples, config))
+    stream = prefetched_batches((batch for group in chosen for batch in group), processor, packed, contrast_pool(contrast_from or samples, config))
     for group in chosen:
         records.append(optimizer_step(model, optimizer, config.learning_rate, islice(stream, len(group)), answer_targets(group), config, device, dtype, state))
     stream.close()
@@ -188,10 +192,11 @@ def project_scales(
     return projections
 
 
-def model_shape(model, processor, image: Path, dtype: torch.dtype) -> ModelShape:
+def model_shape(model, processor, image: Path, dtype: torch.dtype, packed: bool) -> ModelShape:
     """The memory model's view of a LLaVA- or Qwen2-VL-style model (text_config / vision_config) as its train mode
     set it up: every parameter trainable in full mode, the adapters and the connector with LoRA. `image` is one the
-    model trains on, which sets the tower's tokens where the resolution is dynamic."""
+    model trains on, which sets the tower's tokens where the resolution is dynamic; `packed`, whether its
+    batches are packed (no attention mask) or padded."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text, vision = base.config.text_config, base.config.vision_config
     size = torch.tensor([], dtype=dtype).element_size()
@@ -209,7 +214,31 @@ def model_shape(model, processor, image: Path, dtype: torch.dtype) -> ModelShape
         vision_trained=trainable_parameters_by_part(model)["vision_tower"] > 0,
         weight_bytes=size,
         activation_bytes=size,
+        padding_mask_bytes=0.0 if packed else size,
+        vision_bytes_per_image=vision_saved_bytes(base, processor, image, dtype),
     )
+
+
+def vision_saved_bytes(base, processor, image: Path, dtype: torch.dtype) -> float:
+    """Bytes the vision path (tower and connector) keeps for backward for one image, as autograd saves them (the
+    weights it holds on to left out, the planner counts those once): exact for any tower, a convolutional one
+    included, and 0 for a frozen one."""
+    device = next(base.parameters()).device
+    inputs = {name: tensor.to(device) for name, tensor in image_inputs(processor, [image]).items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+    counted = {parameter.data_ptr() for parameter in base.parameters()}
+    kept = 0
+
+    def count(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal kept
+        if tensor.data_ptr() not in counted:
+            counted.add(tensor.data_ptr())
+            kept += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+        base.get_image_features(**inputs)
+    return float(kept)
 
 
 def tower_tokens(base, processor, image: Path) -> int:
@@ -239,34 +268,77 @@ class MemoryCalibration:
     overhead_bytes: float
 
     def estimate(self, train: TrainShape) -> MemoryEstimate:
-        return estimate_memory(self.shape, train, self.factor, self.overhead_bytes, self.slack_bytes)
+        return estimate_memory(self.shape, train, self.factor, self.overhead_bytes, self.slack_bytes, PLAN_MARGIN)
 
 
-CALIBRATION_BATCHES = (1, 2)
-CALIBRATION_STEPS = (1, 2)
-"""(warm-up, timed) optimizer steps per calibration micro-batch: the warm-up step is the epoch's longest batch,
-the timed ones the smallest and the largest, so the peak includes the optimizer's state."""
+def batch_shape(batch: list[Sample], gradient_checkpointing: bool) -> TrainShape:
+    """The memory planner's view of one micro-batch: padded to its longest sample, logits at its answer positions."""
+    length = max(sample.length for sample in batch)
+    answers = sum(len(sample.answer_ids) for sample in batch)
+    return TrainShape(len(batch), 1, length, gradient_checkpointing, answers / (len(batch) * length))
+
+
+CALIBRATION_BATCHES = ((1, 0.0), (1, 1.0), (2, 1.0), (4, 1.0))
+"""(samples per micro-batch, length quantile) of the calibration steps, smallest first (a CPU's resident set would
+otherwise carry a larger step's memory into a smaller one's reading): the shortest and the longest sample alone,
+then the two and the four longest together."""
+MEMORY_STEPS = (2, 1)
+"""(timed, warm-up) optimizer steps a memory reading takes on its one batch: the first allocates the optimizer's
+state, and the peak is the highest of the three, which on CPU varies by a few percent from step to step."""
 
 
 def calibrate_memory(session) -> MemoryCalibration:
-    """Steps on the epoch's longest batch at one and at two samples per micro-batch, smallest first (a CPU's
-    resident set would otherwise carry the larger step's memory into the smaller one's reading), fitted by
-    `fit_calibration`: what grows with the batch sets the factor, what does not the slack. The weights and the
-    random state are put back after every step."""
-    measured = []
-    for micro in CALIBRATION_BATCHES:
-        with _weights_kept(session.model):
-            try:
-                measured.append(_measured(session, micro, 1, *CALIBRATION_STEPS))
-            except torch.OutOfMemoryError:
-                if not measured:
-                    raise
-                break  # one sample fits, two do not: the single step calibrates alone
-    shape = model_shape(session.model, session.processor, session.train.samples[0].image, session.dtype)
-    longest = TrainShape(1, 1, measured[0].max_padded_length, session.config.gradient_checkpointing, measured[0].answer_fraction)
-    steps = [(replace(longest, batch_size=micro), measurement.peak_memory_bytes) for micro, measurement in zip(CALIBRATION_BATCHES, measured, strict=True)]
-    factor, slack = fit_calibration(shape, steps, measured[0].baseline_memory_bytes, overhead=0.0)
-    return MemoryCalibration(shape, longest, factor, slack, plan_overhead(measured[0], session.device.type == "cuda"))
+    """Three optimizer steps on each calibration batch (`CALIBRATION_BATCHES`), fitted by `fit_calibration`: what
+    grows with the batch's tokens sets the factor, what a step holds whatever its size the slack; the short
+    sample is what shows the latter. Each step is fitted on what it added to the memory in use before it, and the
+    plan adds the largest of those baselines: a process keeps some of what its first steps allocate (on CPU the
+    resident set before a step grew by 60 MiB over the first few), which the plan must carry and the fit must not
+    read as activations. A batch the steps so far plan above the device's memory (or `memory_budget_gib`) is not
+    tried: on a CPU running out of memory kills the process rather than raising. The weights and the random state
+    are put back after every step."""
+    samples, checkpointing = session.train.samples, session.config.gradient_checkpointing
+    shape = model_shape(session.model, session.processor, samples[0].image, session.dtype, session.packed)
+    longest = batch_shape(samples_near(samples, 1.0, 1), checkpointing)
+    budget = session.config.memory_budget_gib * GIB or device_memory_bytes(session.device)
+    steps, calibration = [], None
+    for micro, quantile in CALIBRATION_BATCHES:
+        batch = samples_near(samples, quantile, micro)
+        if calibration is not None and len(steps) > 1 and calibration.estimate(batch_shape(batch, checkpointing)).total > budget:
+            break
+        try:
+            measured = measure_batch(session, batch, checkpointing)
+        except torch.OutOfMemoryError:
+            if not steps:
+                raise
+            break  # one sample fits, more do not: the smaller steps calibrate alone
+        steps.append((batch_shape(batch, checkpointing), measured))
+        calibration = _fitted(shape, longest, steps, session.device.type == "cuda")
+    return calibration
+
+
+def measure_batch(session, batch: list[Sample], gradient_checkpointing: bool) -> StepMeasurement:
+    """`MEMORY_STEPS` optimizer steps on this one batch, the image-contrast term's other pictures drawn from the
+    whole training set; the weights and the random state put back afterwards."""
+    config = replace(session.config, batch_size=len(batch), gradient_accumulation=1, gradient_checkpointing=gradient_checkpointing)
+    with weights_kept(session.model):
+        return measure_steps(session.model, session.processor, batch, config, session.device, session.dtype, session.packed, *MEMORY_STEPS, session.train.samples)
+
+
+def _fitted(shape: ModelShape, longest: TrainShape, steps: list[tuple[TrainShape, StepMeasurement]], on_gpu: bool) -> MemoryCalibration:
+    grown = [(train, measured.peak_memory_bytes - measured.baseline_memory_bytes) for train, measured in steps]
+    factor, slack = fit_calibration(shape, grown, overhead=0.0)
+    latest = max((measured for _, measured in steps), key=lambda measured: measured.baseline_memory_bytes)
+    return MemoryCalibration(shape, longest, factor, slack, plan_overhead(latest, on_gpu))
+
+
+def samples_near(samples: list[Sample], quantile: float, count: int) -> list[Sample]:
+    """`count` samples as close in length as the data allows, the longest of them at the given quantile of the
+    samples' lengths: a batch that pads little, so its peak is the one the plan for its length should give."""
+    by_length = sorted(samples, key=lambda sample: sample.length)
+    end = max(count, round(quantile * (len(by_length) - 1)) + 1)
+    if end > len(by_length):
+        raise ValueError(f"a batch of {count} needs {count} training samples; there are {len(by_length)}")
+    return by_length[end - count : end]
 
 
 def memory_rows(calibration: MemoryCalibration, budget_bytes: float) -> list:
@@ -274,7 +346,7 @@ def memory_rows(calibration: MemoryCalibration, budget_bytes: float) -> list:
     lengths = sorted({512, 1024, 2048, 3072, 4096, calibration.longest.max_length})
     return fitting_configurations(
         calibration.shape, budget_bytes, calibration.factor, max_lengths=tuple(lengths), answer_fraction=calibration.longest.answer_fraction,
-        overhead=calibration.overhead_bytes, slack=calibration.slack_bytes,
+        overhead=calibration.overhead_bytes, slack=calibration.slack_bytes, margin=PLAN_MARGIN,
     )  # fmt: skip
 
 
@@ -304,7 +376,7 @@ def choose_batch(session, budget_bytes: float = 0.0) -> BatchChoice:
     """The largest micro-batch dividing the effective batch (batch_size x gradient_accumulation) that fits the budget
     (the device's memory unless given), accumulation making up the rest.
 
-    The planner, calibrated by a few steps at one and two samples per micro-batch (`calibrate_memory`), proposes
+    The planner, calibrated by a few measured steps (`calibrate_memory`), proposes
     the largest micro-batch it plans within the budget; one step on the epoch's longest batch then measures it,
     and a smaller one is tried while the measured peak is over the budget (or the device runs out of memory), so
     the choice never rests on the plan alone. The weights and the random state are put back afterwards: the run
@@ -317,7 +389,7 @@ def choose_batch(session, budget_bytes: float = 0.0) -> BatchChoice:
     context = DEFAULT_OVERHEAD_BYTES if session.device.type == "cuda" else 0.0  # a CUDA peak leaves out context and slack
     tried = []
     for micro in (size for size in range(proposed.batch_size, 0, -1) if effective % size == 0):
-        with _weights_kept(session.model):
+        with weights_kept(session.model):
             try:
                 peak = _measured(session, micro, effective // micro, 1, 1).peak_memory_bytes + context
             except torch.OutOfMemoryError:
@@ -338,7 +410,7 @@ def _measured(session, micro: int, accumulation: int, warmup: int, steps: int) -
 
 
 @contextmanager
-def _weights_kept(model):
+def weights_kept(model):
     """The trained weights and the random state as they were before the block, gradients cleared, memory freed."""
     trained = [parameter for parameter in model.parameters() if parameter.requires_grad]
     weights = [parameter.detach().clone() for parameter in trained]

@@ -537,7 +537,7 @@ def _bench_train(args) -> int:
             "partition": str(folder), "base_model": described(args.base_model), "samples": args.samples, "batch_size": args.batch_size,
             "steps": args.steps, "warmup": args.warmup, "compiled": args.compile, "device": str(compared.device), "dtype": _dtype_name(compared.dtype), "packed": compared.packed,
             "flops_per_real_token": compared.flops_per_real_token, "flop_formula": FORMULA, "peak_flops": peak,
-            "trainer": trainer.to_json(peak), "ours": ours.to_json(peak), "ratio": compared.ratio,
+            "trainer": trainer.to_json(peak), "ours": ours.to_json(peak), "ratio": compared.ratio, "planned_peak_bytes": compared.planned_peak_bytes,
         }  # fmt: skip
         print(json.dumps(figures, indent=1))
         return 0
@@ -556,6 +556,10 @@ def _bench_train(args) -> int:
     print("both timed from the end of the step before, batch making included")
     print(f"model FLOPs: {compared.flops_per_real_token / 1e9:.3f} GFLOP per real token over the drawn samples; {FORMULA}")
     print(f"ratio: {compared.ratio:.2f}x")
+    print(
+        f"peak memory: Trainer {trainer.peak_memory_bytes / 2**30:.2f} GiB; our loop {ours.peak_memory_bytes / 2**30:.2f} GiB, "
+        f"planned {compared.planned_peak_bytes / 2**30:.2f} GiB (the calibrated planner, as training_plan gives it)"
+    )
     return 0
 
 

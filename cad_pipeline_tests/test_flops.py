@@ -70,6 +70,8 @@ def test_bench_train_json_gives_both_loops_speed_flops_and_their_ratio(tiny_setu
         assert speed["model_flops_per_second"] == pytest.approx(speed["real_tokens_per_second"] * figures["flops_per_real_token"])
         assert speed["mfu"] == pytest.approx(speed["model_flops_per_second"] / 0.5e12) and 0 <= speed["data_wait_share"] < 1
     assert figures["trainer"]["pad_fraction"] > 0 and figures["flops_per_real_token"] > 0
+    assert figures["trainer"]["peak_memory_bytes"] > 2**20 and figures["ours"]["peak_memory_bytes"] > 2**20
+    assert figures["planned_peak_bytes"] > figures["ours"]["peak_memory_bytes"] / 2, "the planner's peak for our loop, beside the measured one"
 
 
 def test_bench_plan_json_gives_the_projected_and_measured_epoch_and_peak_memory(tiny_setup, capsys):  # noqa: F811

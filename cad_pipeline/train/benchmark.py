@@ -25,12 +25,12 @@ from cad_pipeline.train.config import (
     resolved_train_mode,
     resolved_vision_learning_rate_scale,
 )
-from cad_pipeline.train.data import conversation_texts, padded_batch, prepare_samples, read_records
+from cad_pipeline.train.data import SampleSet, conversation_texts, padded_batch, prepare_samples, read_records
 from cad_pipeline.train.flops import flop_model
-from cad_pipeline.train.loop import train
+from cad_pipeline.train.loop import peak_memory_bytes, release_freed_heap, reset_peak_memory, train
 from cad_pipeline.train.loop import plan_steps as plan_steps_for
 from cad_pipeline.train.plan import batch_shape, calibrate_memory, measure_batch, measure_steps, measured_train_shape, samples_near
-from cad_pipeline.train.session import open_session, packs
+from cad_pipeline.train.session import TrainingSession, open_session, packs
 from cad_pipeline.train.model import TINY_BASE_FOLDER, add_lora, compile_layers, load_base_model, resolved_max_length
 from cad_pipeline.train.tiny import write_tiny_model
 
@@ -43,6 +43,8 @@ class LoopSpeed:
     """Share of the timed steps' time the training thread spent waiting for batches (the Trainer: collating them)."""
     model_flops_per_second: float
     """Useful FLOPs (see `flops`) per second: real tokens/s times the drawn samples' mean FLOPs per real token."""
+    peak_memory_bytes: int
+    """The highest peak of the loop's steps (CPU: the process's resident set; CUDA: allocated bytes)."""
 
     def to_json(self, peak: float | None) -> dict:
         return {**asdict(self), "mfu": self.model_flops_per_second / peak if peak else None}
@@ -56,6 +58,8 @@ class TrainerComparison:
     packed: bool
     """Whether our loop packed its batches (the Trainer never does)."""
     flops_per_real_token: float
+    planned_peak_bytes: float
+    """The calibrated memory planner's peak for our loop's configuration, as `training_plan` would give it."""
 
     @property
     def ratio(self) -> float:
@@ -100,15 +104,16 @@ def compare_with_trainer(
         prepared = prepare_samples(records, partition_dir / "images", base.processor, config.max_length).samples
         per_token = flop_model(model, base.processor, prepared[0], device, dtype).flops(prepared) / sum(s.length for s in prepared)
         packed = name == "ours" and packs(config, device, base)
-        measure = _our_speed if name == "ours" else _trainer_speed
-        real, pad, wait = measure(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir, packed)
-        speeds[name] = LoopSpeed(real, pad, wait, real * per_token)
-    return TrainerComparison(speeds, device, dtype, packed, per_token)
-
-
-def _our_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path, packed: bool):
-    measured = measure_steps(model, processor, samples, config, device, dtype, packed, steps, warmup)
-    return measured.real_tokens_per_second, measured.pad_fraction, measured.data_wait_share
+        if name == "ours":
+            session = TrainingSession(config, device, dtype, base, model, SampleSet(prepared, []), SampleSet([], []), packed)
+            calibration = calibrate_memory(session)  # first: a CPU's resident set would carry the larger steps' memory into it
+            measured = measure_steps(model, base.processor, prepared, config, device, dtype, packed, steps, warmup)
+            planned = calibration.estimate(measured_train_shape(measured, config)).total
+            real, pad, wait, peak = measured.real_tokens_per_second, measured.pad_fraction, measured.data_wait_share, measured.peak_memory_bytes
+        else:
+            real, pad, wait, peak = _trainer_speed(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir)
+        speeds[name] = LoopSpeed(real, pad, wait, real * per_token, peak)
+    return TrainerComparison(speeds, device, dtype, packed, per_token, planned)
 
 
 class _StepTimer(TrainerCallback):
@@ -133,7 +138,7 @@ class _StepTimer(TrainerCallback):
         return self.window[1] - self.window[0]
 
 
-def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path, packed: bool):
+def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype, steps: int, warmup: int, work_dir: Path):
     sizes: list[tuple[int, int]] = []
     collating: list[tuple[float, float]] = []
 
@@ -163,11 +168,13 @@ def _trainer_speed(model, processor, samples, config: TrainConfig, device, dtype
     timer = _StepTimer(warmup)
     trainer = Trainer(model=model, args=arguments, train_dataset=_ListDataset(samples), data_collator=collate, callbacks=[timer])
     trainer.remove_callback(PrinterCallback)  # it prints the run's summary to stdout, where the figures go
+    release_freed_heap()
+    reset_peak_memory(device)
     trainer.train()
     timed = sizes[warmup : warmup + timer.timed_steps]
     real, padded = sum(real for real, _ in timed), sum(padded for _, padded in timed)
     waited = sum(seconds for started, seconds in collating if timer.window[0] <= started <= timer.window[1])
-    return real / timer.seconds, 1.0 - real / padded, waited / timer.seconds
+    return real / timer.seconds, 1.0 - real / padded, waited / timer.seconds, peak_memory_bytes(device)
 
 
 class _ListDataset(torch.utils.data.Dataset):

@@ -63,7 +63,7 @@ PLAN_MARGIN = 0.08
 few calibration steps see one draw: on this project's 2-core CPU the resident peak of one and the same batch
 (8 samples of 1,209 tokens, checkpointed) read from 2.20 to 2.48 GiB over seven runs, and over 16 configurations
 (1-8 samples, the median and the longest length, checkpointing on and off) the calibrated model without a
-margin lay from 0.935 to 1.034 of the measured peaks (`cad-pipeline bench memory`)."""
+margin lay from 0.935 to 1.034 of the measured peaks in one run (`cad-pipeline bench memory`)."""
 # A measured factor outside this range means the measurement is not what the model assumes (see `calibrate`).
 CALIBRATION_RANGE = (0.5, 4.0)
 

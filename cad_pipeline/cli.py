@@ -611,10 +611,10 @@ def _bench_memory(args) -> int:
     folder, config = _partition_dir(args), _train_config(args)
     with tempfile.TemporaryDirectory() as work:
         factor, slack, checks = check_memory(folder, Path(work), config, args.batch_sizes or MEMORY_CHECK_BATCHES)
-    worst = min(check.ratio for check in checks)
+    lowest, highest = min(check.ratio for check in checks), max(check.ratio for check in checks)
     if args.json:
         rows = [{**asdict(check), "ratio": check.ratio} for check in checks]
-        print(json.dumps({"partition": str(folder), "base_model": described(config.base_model), "calibration": factor, "slack_bytes": slack, "checks": rows, "lowest_ratio": worst, "highest_ratio": max(check.ratio for check in checks)}, indent=1))
+        print(json.dumps({"partition": str(folder), "base_model": described(config.base_model), "calibration": factor, "slack_bytes": slack, "checks": rows, "lowest_ratio": lowest, "highest_ratio": highest}, indent=1))
         return 0
     print(f"partition: {folder}, base model {described(config.base_model)}; planner calibrated as training_plan does: factor {factor:.3f}, slack {slack / 2**20:.0f} MiB")
     print("| batch | padded length | checkpointing | planned GiB | measured GiB | planned / measured |")
@@ -624,7 +624,7 @@ def _bench_memory(args) -> int:
             f"| {check.batch_size} | {check.padded_length:,} | {'on' if check.gradient_checkpointing else 'off'} | "
             f"{check.predicted_peak_bytes / 2**30:.3f} | {check.measured_peak_bytes / 2**30:.3f} | {check.ratio:.3f} |"
         )
-    print(f"planned / measured from {worst:.3f} to {max(check.ratio for check in checks):.3f} (target: from 1.0 to 1.15)")
+    print(f"planned / measured from {lowest:.3f} to {highest:.3f} (target: from 1.0 to 1.15)")
     return 0
 
 

@@ -270,10 +270,8 @@ def check_memory(
     model, samples = session.model, session.train.samples
     checks = []
     for checkpointing in (True, False):
-        if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_disable()
+        if not checkpointing:
+            model.gradient_checkpointing_disable()  # measure_steps turns it on where asked, never off
         for batch_size in sorted(batch_sizes):
             for quantile in sorted(length_quantiles):
                 batch = samples_near(samples, quantile, batch_size)

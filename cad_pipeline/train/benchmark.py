@@ -105,10 +105,9 @@ def compare_with_trainer(
         per_token = flop_model(model, base.processor, prepared[0], device, dtype).flops(prepared) / sum(s.length for s in prepared)
         packed = name == "ours" and packs(config, device, base)
         if name == "ours":
-            session = TrainingSession(config, device, dtype, base, model, SampleSet(prepared, []), SampleSet([], []), packed)
-            calibration = calibrate_memory(session)  # first: a CPU's resident set would carry the larger steps' memory into it
             measured = measure_steps(model, base.processor, prepared, config, device, dtype, packed, steps, warmup)
-            planned = calibration.estimate(measured_train_shape(measured, config)).total
+            session = TrainingSession(config, device, dtype, base, model, SampleSet(prepared, []), SampleSet([], []), packed)
+            planned = calibrate_memory(session).estimate(measured_train_shape(measured, config)).total  # after: its steps slow the timed ones
             real, pad, wait, peak = measured.real_tokens_per_second, measured.pad_fraction, measured.data_wait_share, measured.peak_memory_bytes
         else:
             real, pad, wait, peak = _trainer_speed(model, base.processor, prepared, config, device, dtype, steps, warmup, work_dir)
